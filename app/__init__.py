@@ -1,0 +1,59 @@
+"""OpenID Connect backend-for-frontend: the SPA signs in and out, tokens stay in Redis."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+
+from flask import Flask, jsonify
+
+from . import bff, security, sessions, spa
+from .config import Settings, load_settings
+from .oidc import Provider
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app from `settings`, or from the environment (raises `ConfigError`)."""
+    settings = settings or load_settings(os.environ)
+    if settings.secret_key_generated:
+        log.warning("BFF_SECRET_KEY is not set: generated one for this process (development only)")
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME=settings.cookie_name,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.https,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_PATH="/",
+        SESSION_COOKIE_DOMAIN=None,
+        # Read-only requests must not rewrite the session; GETEX slides the idle expiry instead.
+        SESSION_REFRESH_EACH_REQUEST=False,
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.session_max_lifetime),
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.extensions["bff.settings"] = settings
+    app.extensions["bff.provider"] = Provider(
+        issuer=settings.issuer,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret,
+        scopes=settings.scopes,
+        redirect_uri=settings.redirect_uri,
+        timeout=settings.idp_timeout,
+        revocation_timeout=settings.revocation_timeout,
+    )
+    sessions.init_app(app, settings.redis_url, settings.session_idle_timeout)
+    security.init_app(app)
+    app.register_blueprint(bff.bp)
+    if settings.serve_spa:
+        app.register_blueprint(spa.bp)
+
+    @app.get("/healthz")
+    def healthz():
+        """The process is up; touches nothing else."""
+        return jsonify(status="ok")
+
+    return app

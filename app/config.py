@@ -1,0 +1,165 @@
+"""Settings from the environment, validated once at start.
+
+Every problem is reported as a `ConfigError` whose message starts with the variable's name, so
+an operator sees one line that says what to fix instead of a traceback from deep inside a
+request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+DEFAULT_SCOPES = "openid profile email offline_access"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+LOGOUT_MODES = ("client_id", "id_token_hint")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class ConfigError(ValueError):
+    """A missing or invalid setting; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    public_url: str
+    issuer: str
+    client_id: str
+    client_secret: str
+    scopes: str = DEFAULT_SCOPES
+    redis_url: str = DEFAULT_REDIS_URL
+    secret_key: str = ""
+    secret_key_generated: bool = False
+    session_idle_timeout: int = 8 * 3600
+    session_max_lifetime: int = 24 * 3600
+    post_logout_redirect_uri: str = ""
+    logout_mode: str = "client_id"
+    fetch_userinfo: bool = True
+    serve_spa: bool = True
+    idp_timeout: float = 5.0
+    revocation_timeout: float = 2.0
+
+    @property
+    def https(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.public_url + "/bff/callback"
+
+    @property
+    def cookie_name(self) -> str:
+        """`__Host-` pins the cookie to this host and path / with Secure; browsers refuse it on http."""
+        return "__Host-bff" if self.https else "bff"
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build `Settings` from environment variables, or raise `ConfigError` naming the culprit."""
+    public_url = _url(environ, "BFF_PUBLIC_URL", path_allowed=False).rstrip("/")
+    https = public_url.startswith("https://")
+    secret_key = environ.get("BFF_SECRET_KEY", "")
+    generated = False
+    if not secret_key:
+        if https:
+            raise ConfigError("BFF_SECRET_KEY: required when BFF_PUBLIC_URL is https (production)")
+        secret_key, generated = secrets.token_urlsafe(32), True
+    elif len(secret_key) < 32:
+        raise ConfigError("BFF_SECRET_KEY: must be at least 32 characters")
+
+    idle = _seconds(environ, "BFF_SESSION_IDLE_TIMEOUT", 8 * 3600)
+    lifetime = _seconds(environ, "BFF_SESSION_MAX_LIFETIME", 24 * 3600)
+    if idle > lifetime:
+        raise ConfigError("BFF_SESSION_IDLE_TIMEOUT: must not exceed BFF_SESSION_MAX_LIFETIME")
+
+    scopes = " ".join(environ.get("BFF_OIDC_SCOPES", DEFAULT_SCOPES).split())
+    if "openid" not in scopes.split():
+        raise ConfigError("BFF_OIDC_SCOPES: must include 'openid'")
+
+    logout_mode = environ.get("BFF_LOGOUT_MODE", "client_id")
+    if logout_mode not in LOGOUT_MODES:
+        raise ConfigError(f"BFF_LOGOUT_MODE: must be one of {', '.join(LOGOUT_MODES)}")
+
+    redis_url = environ.get("BFF_REDIS_URL", DEFAULT_REDIS_URL)
+    if urlsplit(redis_url).scheme not in REDIS_SCHEMES:
+        raise ConfigError(f"BFF_REDIS_URL: scheme must be one of {', '.join(REDIS_SCHEMES)}")
+
+    post_logout = environ.get("BFF_POST_LOGOUT_REDIRECT_URI") or public_url + "/"
+    if "BFF_POST_LOGOUT_REDIRECT_URI" in environ:
+        post_logout = _url(environ, "BFF_POST_LOGOUT_REDIRECT_URI")
+
+    return Settings(
+        public_url=public_url,
+        issuer=_url(environ, "BFF_OIDC_ISSUER"),
+        client_id=_required(environ, "BFF_OIDC_CLIENT_ID"),
+        client_secret=_required(environ, "BFF_OIDC_CLIENT_SECRET"),
+        scopes=scopes,
+        redis_url=redis_url,
+        secret_key=secret_key,
+        secret_key_generated=generated,
+        session_idle_timeout=idle,
+        session_max_lifetime=lifetime,
+        post_logout_redirect_uri=post_logout,
+        logout_mode=logout_mode,
+        fetch_userinfo=_flag(environ, "BFF_OIDC_USERINFO", True),
+        serve_spa=_flag(environ, "BFF_SERVE_SPA", True),
+        idp_timeout=_positive_float(environ, "BFF_IDP_TIMEOUT", 5.0),
+        revocation_timeout=_positive_float(environ, "BFF_REVOCATION_TIMEOUT", 2.0),
+    )
+
+
+def _required(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name}: required but not set")
+    return value
+
+
+def _url(environ: Mapping[str, str], name: str, path_allowed: bool = True) -> str:
+    value = _required(environ, name)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}: must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name}: must not carry a query or fragment")
+    if not path_allowed and parts.path not in ("", "/"):
+        raise ConfigError(f"{name}: must be an origin without a path, such as https://app.example.com")
+    return value
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a whole number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive, got {value}")
+    return value
+
+
+def _positive_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a number of seconds, got {raw!r}") from None
+    if not 0 < value <= 60:
+        raise ConfigError(f"{name}: must be between 0 and 60 seconds, got {raw}")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: must be true or false, got {raw!r}")

@@ -1,0 +1,120 @@
+"""Request checks and the one error format every endpoint answers with.
+
+Errors are raised as `BffError` and rendered in one place, as JSON
+`{"error": ..., "error_description": ...}` for API callers and as a small HTML page for
+top-level browser navigations (a failed sign-in lands a person on /bff/callback, not a script).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from html import escape
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, jsonify, request
+from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException
+
+from .errors import BffError
+
+log = logging.getLogger(__name__)
+
+CSRF_HEADER = "X-CSRF"
+MAX_RETURN_URL_LENGTH = 2048
+
+
+def is_local_return_url(url: str) -> bool:
+    """True for a path on this site that a browser cannot reinterpret as another origin.
+
+    Rejects `//host`, `/\\host` (browsers treat a backslash as a slash), schemes, and control
+    characters or spaces (browsers strip tabs and newlines, turning `/\\t/host` into `//host`).
+    """
+    if not url or len(url) > MAX_RETURN_URL_LENGTH or not url.startswith("/"):
+        return False
+    if url.startswith("//") or "\\" in url:
+        return False
+    if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
+        return False
+    parts = urlsplit(url)
+    return not parts.scheme and not parts.netloc
+
+
+def csrf_protected(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Require `X-CSRF: 1`: a custom header forces a CORS preflight, which cross-site pages fail."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if request.headers.get(CSRF_HEADER) != "1":
+            raise BffError(403, "missing_csrf_header", "This endpoint requires the header 'X-CSRF: 1'.")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def wants_html() -> bool:
+    """A person's browser navigating here, as opposed to fetch() or an API client."""
+    if request.headers.get("Sec-Fetch-Mode") == "navigate":
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html" and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]
+
+
+def error_response(status: int, code: str, description: str) -> Response:
+    if wants_html():
+        response = Response(_error_page(code, description), status=status, mimetype="text/html")
+    else:
+        response = jsonify(error=code, error_description=description)
+        response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error_page(code: str, description: str) -> str:
+    return (
+        "<!doctype html><html lang=en><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        "<title>Sign-in problem</title>"
+        "<body style='font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto'>"
+        f"<h1>Something went wrong</h1><p>{escape(description)}</p>"
+        f"<p><small>Error code: <code>{escape(code)}</code></small></p>"
+        "<p><a href='/'>Back to the application</a></p></body></html>"
+    )
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "The request is malformed."),
+    404: ("not_found", "There is nothing at this address."),
+    405: ("method_not_allowed", "This endpoint does not accept this HTTP method."),
+    413: ("request_too_large", "The request is larger than this server accepts."),
+}
+
+
+def init_app(app: Flask) -> None:
+    """Route every failure through `error_response`, so no stack trace or token reaches a client."""
+
+    @app.errorhandler(BffError)
+    def handle_bff_error(error: BffError) -> Response:
+        return error_response(error.status, error.code, error.description)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code, description = _HTTP_CODES.get(status, ("http_error", "The request could not be served."))
+        response = error_response(status, code, description)
+        if status == 405 and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(RedisError)
+    def handle_redis_error(error: RedisError) -> Response:
+        log.error("session store unavailable: %s", type(error).__name__)
+        return error_response(503, "session_store_unavailable", "The session store is unavailable; try again shortly.")
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception) -> Response:
+        # The type only: exception messages can quote request data.
+        log.error("unhandled %s on %s %s", type(error).__name__, request.method, request.path)
+        return error_response(500, "server_error", "The server failed to handle this request.")

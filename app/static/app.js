@@ -1,0 +1,54 @@
+// Demo SPA: every call goes to the BFF with `X-CSRF: 1`; the session lives in an HttpOnly cookie
+// the script cannot read, and no token ever reaches this page.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+async function bff(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    credentials: "same-origin",
+    headers: { "X-CSRF": "1", ...(options.headers || {}) },
+  });
+  const body = await response.json().catch(() => ({}));
+  return { status: response.status, body };
+}
+
+function show(signedIn) {
+  $("signed-in").hidden = !signedIn;
+  $("signed-out").hidden = signedIn;
+}
+
+async function refresh() {
+  const { status, body } = await bff("/bff/user");
+  if (status === 200) {
+    $("status").textContent = "Signed in.";
+    $("user-name").textContent = body.claims.name || body.claims.preferred_username || "";
+    $("user-email").textContent = body.claims.email || "";
+    $("user-sub").textContent = body.sub;
+    $("session-expires").textContent = new Date(body.session.expires_at * 1000).toLocaleString();
+    show(true);
+  } else if (status === 401) {
+    $("status").textContent = "Signed out.";
+    show(false);
+  } else {
+    $("status").textContent = `The BFF answered ${status}: ${body.error_description || body.error || "error"}`;
+    show(false);
+  }
+}
+
+$("login").addEventListener("click", () => {
+  const returnUrl = window.location.pathname + window.location.search;
+  window.location.assign(`/bff/login?returnUrl=${encodeURIComponent(returnUrl)}`);
+});
+
+$("logout").addEventListener("click", async () => {
+  const { status, body } = await bff("/bff/logout", { method: "POST" });
+  if (status === 200 && body.logout_url) {
+    window.location.assign(body.logout_url); // ends the IdP session too
+  } else {
+    $("status").textContent = `Logout failed (${status}).`;
+  }
+});
+
+refresh();

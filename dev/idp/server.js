@@ -1,0 +1,127 @@
+// Development and test identity provider for the BFF.
+//
+// A thin configuration of `oidc-provider` (OpenID Certified). Any login name and any password
+// sign in; the login name becomes the subject. Everything is read from the environment so that
+// `make run` and the test fixtures can place it on any port, under any issuer path.
+//
+//   IDP_ISSUER                 issuer URL, may carry a path (default http://127.0.0.1:9000/realms/dev)
+//   IDP_PORT                   listening port (default: the issuer's port)
+//   IDP_CLIENT_ID              default bff
+//   IDP_CLIENT_SECRET          default dev-secret-change-me
+//   IDP_REDIRECT_URIS          space-separated (default http://localhost:8000/bff/callback)
+//   IDP_POST_LOGOUT_REDIRECT_URIS  space-separated (default http://localhost:8000/)
+//   IDP_BACKCHANNEL_LOGOUT_URI optional back-channel logout endpoint of the BFF
+//   IDP_ACCESS_TOKEN_TTL       seconds (default 300)
+//   IDP_ISSUED_TOKENS_FILE     tests only: append every token response here, one JSON per line,
+//                              so a test can prove that no issued token leaks out of the BFF.
+import { appendFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+
+import Provider from 'oidc-provider';
+
+const env = process.env;
+const issuer = new URL(env.IDP_ISSUER || 'http://127.0.0.1:9000/realms/dev');
+const mountPath = issuer.pathname.replace(/\/$/, '');
+const port = Number(env.IDP_PORT || issuer.port || 80);
+const words = (value, fallback) => (value || fallback).split(/\s+/).filter(Boolean);
+
+const client = {
+  client_id: env.IDP_CLIENT_ID || 'bff',
+  client_secret: env.IDP_CLIENT_SECRET || 'dev-secret-change-me',
+  redirect_uris: words(env.IDP_REDIRECT_URIS, 'http://localhost:8000/bff/callback'),
+  post_logout_redirect_uris: words(env.IDP_POST_LOGOUT_REDIRECT_URIS, 'http://localhost:8000/'),
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'client_secret_basic',
+};
+if (env.IDP_BACKCHANNEL_LOGOUT_URI) {
+  client.backchannel_logout_uri = env.IDP_BACKCHANNEL_LOGOUT_URI;
+  client.backchannel_logout_session_required = true;
+}
+
+// A readable profile for any login name, so the demo SPA has something to show.
+async function findAccount(_ctx, accountId) {
+  const name = accountId.charAt(0).toUpperCase() + accountId.slice(1);
+  return {
+    accountId,
+    async claims() {
+      return {
+        sub: accountId,
+        name,
+        preferred_username: accountId,
+        email: `${accountId}@example.com`,
+        email_verified: true,
+      };
+    },
+  };
+}
+
+const configuration = {
+  clients: [client],
+  findAccount,
+  claims: {
+    openid: ['sub'],
+    profile: ['name', 'preferred_username'],
+    email: ['email', 'email_verified'],
+  },
+  scopes: ['openid', 'offline_access', 'profile', 'email'],
+  features: {
+    devInteractions: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: true },
+    revocation: { enabled: true },
+    userinfo: { enabled: true },
+  },
+  pkce: { required: () => true },
+  // Refresh tokens rotate: reusing an old one revokes the whole grant, like strict IdPs do.
+  rotateRefreshToken: true,
+  // Issue refresh tokens whenever the client may use them. Without this, oidc-provider drops
+  // offline_access unless the request carries prompt=consent (OpenID Connect Core §11).
+  issueRefreshToken: async (_ctx, theClient) => theClient.grantTypeAllowed('refresh_token'),
+  ttl: {
+    AccessToken: Number(env.IDP_ACCESS_TOKEN_TTL || 300),
+    AuthorizationCode: 60,
+    IdToken: 3600,
+    RefreshToken: 24 * 3600,
+    Grant: 24 * 3600,
+    Session: 24 * 3600,
+    Interaction: 3600,
+  },
+  cookies: { keys: ['dev-idp-cookie-key-not-secret'] },
+  // The BFF listens on loopback during development and tests; oidc-provider's own fetch
+  // refuses loopback addresses (back-channel logout), an overridden one does not.
+  fetch: (url, options) => globalThis.fetch(url, options),
+};
+
+const provider = new Provider(issuer.href.replace(/\/$/, ''), configuration);
+provider.proxy = true;
+
+if (env.IDP_ISSUED_TOKENS_FILE) {
+  provider.on('grant.success', (ctx) => {
+    const { access_token, refresh_token, id_token } = ctx.body || {};
+    const issued = { access_token, refresh_token, id_token };
+    appendFileSync(env.IDP_ISSUED_TOKENS_FILE, `${JSON.stringify(issued)}\n`);
+  });
+}
+for (const event of ['server_error', 'backchannel.error']) {
+  provider.on(event, (_ctx, error) => console.error(`idp ${event}: ${error?.message || error}`));
+}
+
+const callback = provider.callback();
+const server = createServer((req, res) => {
+  // Mount the provider under the issuer's path, as Keycloak does with /realms/<name>.
+  if (mountPath && !(req.url === mountPath || req.url.startsWith(`${mountPath}/`))) {
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    return;
+  }
+  req.originalUrl = req.url;
+  req.url = req.url.slice(mountPath.length) || '/';
+  callback(req, res);
+});
+
+server.listen(port, issuer.hostname, () => {
+  console.log(`dev IdP listening: issuer ${provider.issuer} (any login name, any password)`);
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => server.close(() => process.exit(0)));
+}

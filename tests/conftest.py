@@ -1,0 +1,11 @@
+import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    """Whole-run checks (marked run_last) see every response the other tests produced."""
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("services")

@@ -1,0 +1,86 @@
+"""Real components for integration tests: one redis-server, the dev IdP and the BFF under
+gunicorn, each on a free port, started once per test session."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from support.agent import Agent
+from support.services import bff_env, free_port, start_bff, start_idp, start_redis
+
+
+@dataclass
+class Stack:
+    issuer: str
+    redis_url: str
+    bff_url: str
+    bff_hint_url: str
+    bff_log: Path
+    tokens_file: Path
+    redis: redis.Redis
+
+    def issued_tokens(self) -> set[str]:
+        """Every access, refresh and id token the IdP has issued so far in this run."""
+        tokens = set()
+        if self.tokens_file.exists():
+            for line in self.tokens_file.read_text().splitlines():
+                tokens.update(v for v in json.loads(line).values() if v)
+        return tokens
+
+    def snapshot(self) -> dict[bytes, bytes]:
+        """Every key in Redis with its value: 'bad input changes nothing' compares two of these."""
+        return {key: self.redis.dump(key) for key in self.redis.scan_iter()}
+
+
+@pytest.fixture(scope="session")
+def stack(workdir):
+    ports = {name: free_port() for name in ("redis", "idp", "bff", "bff_hint")}
+    issuer = f"http://127.0.0.1:{ports['idp']}/realms/test"
+    bff_url = f"http://localhost:{ports['bff']}"
+    bff_hint_url = f"http://localhost:{ports['bff_hint']}"
+    redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
+    tokens_file = workdir / "issued-tokens.jsonl"
+    services = [start_redis(ports["redis"], workdir)]
+    try:
+        services.append(start_idp(ports["idp"], issuer, workdir, [bff_url, bff_hint_url], tokens_file))
+        services.append(start_bff(ports["bff"], bff_env(bff_url, issuer, redis_url), workdir / "bff.log"))
+        hint_env = bff_env(bff_hint_url, issuer, redis_url, BFF_LOGOUT_MODE="id_token_hint")
+        services.append(start_bff(ports["bff_hint"], hint_env, workdir / "bff-hint.log", workers=1))
+        client = redis.Redis.from_url(redis_url)
+        yield Stack(issuer, redis_url, bff_url, bff_hint_url, workdir / "bff.log", tokens_file, client)
+        client.close()
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+@pytest.fixture
+def agent(stack):
+    with Agent(stack.bff_url) as a:
+        yield a
+
+
+@pytest.fixture
+def make_agent(stack):
+    agents = []
+
+    def make(bff_url: str | None = None, user_agent: str = "pytest-agent") -> Agent:
+        a = Agent(bff_url or stack.bff_url, user_agent)
+        agents.append(a)
+        return a
+
+    yield make
+    for a in agents:
+        a.close()
+
+
+@pytest.fixture
+def signed_in(make_agent):
+    """A browser with a live session as alice."""
+    a = make_agent()
+    a.login("alice")
+    return a

@@ -1,0 +1,110 @@
+"""Start the real components on free ports: redis-server, the dev IdP (node), the BFF (gunicorn)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    """A child process with its output in a log file, stopped on `stop()`."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd=ROOT):
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def wait_until(self, ready, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if ready():
+                    return
+            except (requests.RequestException, redis.RedisError, OSError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def start_redis(port: int, workdir: Path) -> Service:
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
+    service = Service(
+        "redis",
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        workdir / "redis.log",
+    )
+    client = redis.Redis(port=port)
+    service.wait_until(client.ping)
+    client.close()
+    return service
+
+
+def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], tokens_file: Path) -> Service:
+    env = {
+        "IDP_ISSUER": issuer,
+        "IDP_PORT": str(port),
+        "IDP_CLIENT_ID": "bff-test",
+        "IDP_CLIENT_SECRET": "test-client-secret-0123456789abcdef",
+        "IDP_REDIRECT_URIS": " ".join(f"{url}/bff/callback" for url in bff_urls),
+        "IDP_POST_LOGOUT_REDIRECT_URIS": " ".join(f"{url}/" for url in bff_urls),
+        "IDP_ISSUED_TOKENS_FILE": str(tokens_file),
+    }
+    service = Service("idp", ["node", "server.js"], workdir / "idp.log", env, cwd=ROOT / "dev" / "idp")
+    service.wait_until(lambda: requests.get(f"{issuer}/.well-known/openid-configuration", timeout=1).ok)
+    return service
+
+
+def bff_env(public_url: str, issuer: str, redis_url: str, **overrides: str) -> dict[str, str]:
+    return {
+        "BFF_PUBLIC_URL": public_url,
+        "BFF_OIDC_ISSUER": issuer,
+        "BFF_OIDC_CLIENT_ID": "bff-test",
+        "BFF_OIDC_CLIENT_SECRET": "test-client-secret-0123456789abcdef",
+        "BFF_REDIS_URL": redis_url,
+        "BFF_SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+        **overrides,
+    }
+
+
+def start_bff(port: int, env: dict[str, str], log_path: Path, workers: int = 2) -> Service:
+    args = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "wsgi:app"]
+    service = Service("bff", args, log_path, env)
+    service.wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok)
+    return service
