@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 from support.agent import Agent
-from support.services import bff_env, free_port, start_bff, start_idp, start_redis
+
+from app.sessions import SESSION_PREFIX
+from dev.stack import CLIENT_ID, CLIENT_SECRET, bff_env, free_port, start_bff, start_idp, start_redis
 
 
 @dataclass
@@ -31,6 +34,17 @@ class Stack:
                 tokens.update(v for v in json.loads(line).values() if v)
         return tokens
 
+    def idp_token_request(self, **form: str) -> requests.Response:
+        """Call the IdP's token endpoint as the BFF's client would, e.g. to try a refresh token."""
+        return requests.post(f"{self.issuer}/token", data=form, auth=(CLIENT_ID, CLIENT_SECRET), timeout=5)
+
+    def latest_tokens(self) -> dict[str, str]:
+        """The most recent token response the IdP sent (to whichever BFF asked)."""
+        return json.loads(self.tokens_file.read_text().splitlines()[-1])
+
+    def session_keys(self) -> list[bytes]:
+        return sorted(self.redis.scan_iter(match=SESSION_PREFIX + "*"))
+
     def snapshot(self) -> dict[bytes, bytes]:
         """Every key in Redis with its value: 'bad input changes nothing' compares two of these."""
         return {key: self.redis.dump(key) for key in self.redis.scan_iter()}
@@ -46,7 +60,9 @@ def stack(workdir):
     tokens_file = workdir / "issued-tokens.jsonl"
     services = [start_redis(ports["redis"], workdir)]
     try:
-        services.append(start_idp(ports["idp"], issuer, workdir, [bff_url, bff_hint_url], tokens_file))
+        services.append(
+            start_idp(ports["idp"], issuer, workdir, [bff_url, bff_hint_url], IDP_ISSUED_TOKENS_FILE=str(tokens_file))
+        )
         services.append(start_bff(ports["bff"], bff_env(bff_url, issuer, redis_url), workdir / "bff.log"))
         hint_env = bff_env(bff_hint_url, issuer, redis_url, BFF_LOGOUT_MODE="id_token_hint")
         services.append(start_bff(ports["bff_hint"], hint_env, workdir / "bff-hint.log", workers=1))
@@ -68,8 +84,8 @@ def agent(stack):
 def make_agent(stack):
     agents = []
 
-    def make(bff_url: str | None = None, user_agent: str = "pytest-agent") -> Agent:
-        a = Agent(bff_url or stack.bff_url, user_agent)
+    def make(bff_url: str | None = None, user_agent: str = "pytest-agent", record: bool = True) -> Agent:
+        a = Agent(bff_url or stack.bff_url, user_agent, record)
         agents.append(a)
         return a
 

@@ -25,12 +25,18 @@ class Recorded:
 RECORDED: list[Recorded] = []
 
 
+def set_cookies(response: requests.Response) -> dict[str, str]:
+    """Each Set-Cookie header of one response, by cookie name, as sent (attributes included)."""
+    return {line.split("=", 1)[0]: line for line in response.raw.headers.getlist("Set-Cookie")}
+
+
 class Agent(requests.Session):
-    def __init__(self, bff_url: str, user_agent: str = "pytest-agent") -> None:
+    def __init__(self, bff_url: str, user_agent: str = "pytest-agent", record: bool = True) -> None:
         super().__init__()
         self.bff_url = bff_url
         self.headers["User-Agent"] = user_agent
-        self.hooks["response"].append(self._record)
+        if record:
+            self.hooks["response"].append(self._record)
 
     def _record(self, response: requests.Response, *args, **kwargs) -> None:
         if response.url.startswith(self.bff_url):

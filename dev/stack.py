@@ -1,8 +1,13 @@
-"""Start the real components on free ports: redis-server, the dev IdP (node), the BFF (gunicorn)."""
+"""Start the real components: redis-server, the dev IdP (node) and the BFF (gunicorn).
+
+One place for both `make run` (dev/run.py) and the test fixtures, so the demo and the tests
+start the stack the same way.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,7 +18,7 @@ from pathlib import Path
 import redis
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 
 
@@ -30,7 +35,7 @@ class Service:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - our own commands
             args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT
         )
 
@@ -64,7 +69,9 @@ class Service:
 def start_redis(port: int, workdir: Path) -> Service:
     server = shutil.which("redis-server")
     if server is None:
-        raise RuntimeError("redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server")
+        raise RuntimeError(
+            "redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server"
+        )
     service = Service(
         "redis",
         [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
@@ -76,15 +83,21 @@ def start_redis(port: int, workdir: Path) -> Service:
     return service
 
 
-def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], tokens_file: Path) -> Service:
+# One secret for every BFF this process starts, as instances sharing one Redis must share it.
+DEV_SECRET_KEY = secrets.token_urlsafe(32)
+CLIENT_ID = "bff-dev"
+CLIENT_SECRET = "dev-client-secret-0123456789abcdef"  # noqa: S105 - the dev IdP's, known to all
+
+
+def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], **extra_env: str) -> Service:
     env = {
         "IDP_ISSUER": issuer,
         "IDP_PORT": str(port),
-        "IDP_CLIENT_ID": "bff-test",
-        "IDP_CLIENT_SECRET": "test-client-secret-0123456789abcdef",
+        "IDP_CLIENT_ID": CLIENT_ID,
+        "IDP_CLIENT_SECRET": CLIENT_SECRET,
         "IDP_REDIRECT_URIS": " ".join(f"{url}/bff/callback" for url in bff_urls),
         "IDP_POST_LOGOUT_REDIRECT_URIS": " ".join(f"{url}/" for url in bff_urls),
-        "IDP_ISSUED_TOKENS_FILE": str(tokens_file),
+        **extra_env,
     }
     service = Service("idp", ["node", "server.js"], workdir / "idp.log", env, cwd=ROOT / "dev" / "idp")
     service.wait_until(lambda: requests.get(f"{issuer}/.well-known/openid-configuration", timeout=1).ok)
@@ -95,16 +108,25 @@ def bff_env(public_url: str, issuer: str, redis_url: str, **overrides: str) -> d
     return {
         "BFF_PUBLIC_URL": public_url,
         "BFF_OIDC_ISSUER": issuer,
-        "BFF_OIDC_CLIENT_ID": "bff-test",
-        "BFF_OIDC_CLIENT_SECRET": "test-client-secret-0123456789abcdef",
+        "BFF_OIDC_CLIENT_ID": CLIENT_ID,
+        "BFF_OIDC_CLIENT_SECRET": CLIENT_SECRET,
         "BFF_REDIS_URL": redis_url,
-        "BFF_SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+        "BFF_SECRET_KEY": DEV_SECRET_KEY,
         **overrides,
     }
 
 
 def start_bff(port: int, env: dict[str, str], log_path: Path, workers: int = 2) -> Service:
-    args = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "wsgi:app"]
+    args = [
+        str(VENV_BIN / "gunicorn"),
+        "-c",
+        "gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "wsgi:app",
+    ]
     service = Service("bff", args, log_path, env)
     service.wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok)
     return service

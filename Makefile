@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` (the demo) and `make test` (every test).
+# Each installs what it needs: Debian packages when missing, the venv, the dev IdP's npm packages.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := dev/idp/node_modules/.installed
+
+.PHONY: run test lint system-deps deps clean
+
+run: deps
+	@$(PY) -m dev.run
+
+test: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: $(PY_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+deps: system-deps $(PY_STAMP) $(NODE_STAMP)
+
+system-deps:
+	@sh scripts/system-deps.sh
+
+$(PY_STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(NODE_STAMP): dev/idp/package.json dev/idp/package-lock.json
+	cd dev/idp && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf $(VENV) dev/idp/node_modules .run .pytest_cache .ruff_cache

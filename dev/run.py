@@ -1,0 +1,66 @@
+"""`make run`: the whole demo on this machine — Redis, the dev IdP, the BFF under gunicorn.
+
+Uses BFF_REDIS_URL when set; otherwise starts a redis-server of its own under .run/ (never the
+system one). Ports: BFF_PORT (8000) and IDP_PORT (9000). Ctrl-C stops all three.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+
+from dev.stack import ROOT, bff_env, free_port, start_bff, start_idp, start_redis
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def main() -> int:
+    bff_port = int(os.environ.get("BFF_PORT", "8000"))
+    idp_port = int(os.environ.get("IDP_PORT", "9000"))
+    for name, port in (("BFF_PORT", bff_port), ("IDP_PORT", idp_port)):
+        if not port_is_free(port):
+            print(f"make run: port {port} is in use; choose another with {name}=...", file=sys.stderr)
+            return 1
+    workdir = ROOT / ".run"
+    workdir.mkdir(exist_ok=True)
+    bff_url = f"http://localhost:{bff_port}"
+    issuer = f"http://127.0.0.1:{idp_port}/realms/dev"
+
+    services = []
+    try:
+        redis_url = os.environ.get("BFF_REDIS_URL")
+        if not redis_url:
+            redis_port = free_port()
+            services.append(start_redis(redis_port, workdir))
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        services.append(start_idp(idp_port, issuer, workdir, [bff_url]))
+        services.append(start_bff(bff_port, bff_env(bff_url, issuer, redis_url), workdir / "bff.log"))
+        print(
+            f"\n  BFF demo running:  {bff_url}\n"
+            "  Sign in with any user name and any password (the development IdP accepts all).\n"
+            f"  IdP: {issuer}   Redis: {redis_url}   Logs: {workdir}/*.log\n"
+            "  Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while all(s.process.poll() is None for s in services):
+            time.sleep(0.5)
+        stopped = next(s for s in services if s.process.poll() is not None)
+        print(f"make run: {stopped.name} stopped unexpectedly; see {stopped.log_path}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for service in reversed(services):
+            service.stop()
+        print("make run: stopped.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+import pytest
+
+from app.config import ConfigError, load_settings
+
+BASE = {
+    "BFF_PUBLIC_URL": "http://localhost:8000",
+    "BFF_OIDC_ISSUER": "https://idp.example.com/realms/demo",
+    "BFF_OIDC_CLIENT_ID": "spa",
+    "BFF_OIDC_CLIENT_SECRET": "s3cret",
+}
+
+
+def test_minimal_environment_gets_documented_defaults():
+    settings = load_settings(BASE)
+    assert settings.scopes == "openid profile email offline_access"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert (settings.session_idle_timeout, settings.session_max_lifetime) == (8 * 3600, 24 * 3600)
+    assert settings.post_logout_redirect_uri == "http://localhost:8000/"
+    assert settings.redirect_uri == "http://localhost:8000/bff/callback"
+    assert settings.logout_mode == "client_id"
+
+
+def test_issuer_with_a_path_is_kept_exactly():
+    assert load_settings(BASE).issuer == "https://idp.example.com/realms/demo"
+    trailing = load_settings({**BASE, "BFF_OIDC_ISSUER": "https://tenant.auth0.com/"})
+    assert trailing.issuer == "https://tenant.auth0.com/"
+
+
+def test_cookie_is_host_prefixed_and_secure_only_over_https():
+    assert load_settings(BASE).cookie_name == "bff"
+    https = load_settings({**BASE, "BFF_PUBLIC_URL": "https://app.example.com", "BFF_SECRET_KEY": "k" * 32})
+    assert https.cookie_name == "__Host-bff"
+    assert https.https
+
+
+def test_development_generates_a_secret_key_and_says_so():
+    settings = load_settings(BASE)
+    assert settings.secret_key_generated and len(settings.secret_key) >= 32
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"BFF_PUBLIC_URL": None}, "BFF_PUBLIC_URL"),
+        ({"BFF_PUBLIC_URL": "localhost:8000"}, "BFF_PUBLIC_URL"),
+        ({"BFF_PUBLIC_URL": "https://app.example.com/sub"}, "BFF_PUBLIC_URL"),
+        ({"BFF_OIDC_ISSUER": None}, "BFF_OIDC_ISSUER"),
+        ({"BFF_OIDC_ISSUER": "ftp://idp"}, "BFF_OIDC_ISSUER"),
+        ({"BFF_OIDC_ISSUER": "https://idp/?x=1"}, "BFF_OIDC_ISSUER"),
+        ({"BFF_OIDC_CLIENT_ID": ""}, "BFF_OIDC_CLIENT_ID"),
+        ({"BFF_OIDC_CLIENT_SECRET": None}, "BFF_OIDC_CLIENT_SECRET"),
+        ({"BFF_OIDC_SCOPES": "profile email"}, "BFF_OIDC_SCOPES"),
+        ({"BFF_REDIS_URL": "http://127.0.0.1:6379"}, "BFF_REDIS_URL"),
+        ({"BFF_SESSION_IDLE_TIMEOUT": "8h"}, "BFF_SESSION_IDLE_TIMEOUT"),
+        ({"BFF_SESSION_IDLE_TIMEOUT": "0"}, "BFF_SESSION_IDLE_TIMEOUT"),
+        ({"BFF_SESSION_MAX_LIFETIME": "-5"}, "BFF_SESSION_MAX_LIFETIME"),
+        ({"BFF_SESSION_IDLE_TIMEOUT": "7200", "BFF_SESSION_MAX_LIFETIME": "3600"}, "BFF_SESSION_IDLE_TIMEOUT"),
+        ({"BFF_LOGOUT_MODE": "both"}, "BFF_LOGOUT_MODE"),
+        ({"BFF_POST_LOGOUT_REDIRECT_URI": "/signed-out"}, "BFF_POST_LOGOUT_REDIRECT_URI"),
+        ({"BFF_PUBLIC_URL": "https://app.example.com"}, "BFF_SECRET_KEY"),
+        ({"BFF_SECRET_KEY": "short"}, "BFF_SECRET_KEY"),
+        ({"BFF_SERVE_SPA": "maybe"}, "BFF_SERVE_SPA"),
+        ({"BFF_IDP_TIMEOUT": "0"}, "BFF_IDP_TIMEOUT"),
+    ],
+)
+def test_invalid_setting_is_reported_by_its_variable_name(change, variable):
+    environ = {**BASE, **change}
+    environ = {k: v for k, v in environ.items() if v is not None}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ)
+    assert str(raised.value).startswith(f"{variable}: ")
+    assert "\n" not in str(raised.value)
