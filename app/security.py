@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .errors import BffError
 
@@ -94,6 +94,13 @@ _HTTP_CODES = {
 
 def init_app(app: Flask) -> None:
     """Route every failure through `error_response`, so no stack trace or token reaches a client."""
+
+    @app.before_request
+    def refuse_oversized_bodies() -> None:
+        # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; refuse up front.
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        if limit is not None and (request.content_length or 0) > limit:
+            raise RequestEntityTooLarge()
 
     @app.errorhandler(BffError)
     def handle_bff_error(error: BffError) -> Response:

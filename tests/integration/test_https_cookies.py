@@ -1,0 +1,55 @@
+"""Over https the cookies are `__Host-` prefixed and Secure, and are deleted with the same
+attributes (a browser ignores a `__Host-` deletion that lacks Secure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from app.config import load_settings
+from dev.stack import bff_env
+
+PUBLIC_URL = "https://app.example.com"
+
+
+@pytest.fixture
+def https_client(stack):
+    settings = load_settings(bff_env(PUBLIC_URL, stack.issuer, stack.redis_url))
+    app = create_app(settings)
+    with app.test_client() as client:
+        client.environ_base["wsgi.url_scheme"] = "https"
+        yield client
+
+
+def _set_cookie_headers(response, name):
+    return [h for h in response.headers.getlist("Set-Cookie") if h.startswith(f"{name}=")]
+
+
+def test_session_cookie_over_https_is_host_prefixed_secure_httponly_lax(https_client):
+    with https_client.session_transaction() as session:
+        session.update({"sub": "alice", "claims": {"sub": "alice"}, "expires_at": 4102444800})
+    cookie = https_client.get_cookie("__Host-bff")
+    assert cookie is not None
+    assert cookie.secure and cookie.http_only and cookie.same_site == "Lax" and cookie.path == "/"
+    assert not cookie.domain or cookie.domain in ("localhost", "app.example.com")
+
+
+def test_logout_over_https_deletes_the_host_cookie_with_secure_and_same_attributes(https_client):
+    with https_client.session_transaction() as session:
+        session.update({"sub": "alice", "claims": {"sub": "alice"}, "tokens": {}, "expires_at": 4102444800})
+    response = https_client.post("/bff/logout", headers={"X-CSRF": "1"})
+    assert response.status_code == 200
+    (deletion,) = _set_cookie_headers(response, "__Host-bff")
+    for attribute in ("Secure", "HttpOnly", "Path=/", "SameSite=Lax", "Max-Age=0"):
+        assert attribute in deletion
+    assert "Domain" not in deletion
+    assert https_client.get_cookie("__Host-bff") is None
+
+
+def test_login_binding_cookie_over_https_keeps_the_host_prefix_rules(https_client):
+    response = https_client.get("/bff/login?returnUrl=/")
+    assert response.status_code == 302
+    (binding,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("__Host-bff-login-")]
+    for attribute in ("Secure", "HttpOnly", "Path=/", "SameSite=Lax"):
+        assert attribute in binding
+    assert "Domain" not in binding
