@@ -46,7 +46,8 @@ def test_sign_in_see_the_user_sign_out_of_app_and_idp_then_the_idp_asks_for_cred
 def test_refresh_token_of_a_live_session_works_at_the_idp(stack, agent):
     """The control for the revocation check above: the same request succeeds before logout."""
     agent.login("carol")
-    refreshed = stack.idp_token_request(grant_type="refresh_token", refresh_token=stack.latest_tokens()["refresh_token"])
+    refresh_token = stack.latest_tokens()["refresh_token"]
+    refreshed = stack.idp_token_request(grant_type="refresh_token", refresh_token=refresh_token)
     assert refreshed.status_code == 200
 
 
