@@ -32,6 +32,12 @@ def main() -> int:
     bff_url = f"http://localhost:{bff_port}"
     issuer = f"http://127.0.0.1:{idp_port}/realms/dev"
 
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    # Explicit handlers: a shell that starts us in the background would otherwise ignore SIGINT.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     services = []
     try:
         redis_url = os.environ.get("BFF_REDIS_URL")
@@ -48,7 +54,6 @@ def main() -> int:
             "  Press Ctrl-C to stop.\n",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(s.process.poll() is None for s in services):
             time.sleep(0.5)
         stopped = next(s for s in services if s.process.poll() is not None)
