@@ -151,3 +151,10 @@ def test_read_only_request_writes_nothing_to_redis(stack, signed_in):
     changed = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
     changed.pop("cmdstat_info", None)
     assert changed == {"cmdstat_getex": 1}
+
+
+def test_every_key_the_bff_writes_has_a_ttl(stack, signed_in):
+    signed_in.get(f"{stack.bff_url}/bff/login", allow_redirects=False)  # leaves a pending attempt
+    keys = list(stack.redis.scan_iter())
+    assert any(k.startswith(b"bff:login:") for k in keys) and any(k.startswith(b"bff:session:") for k in keys)
+    assert all(stack.redis.ttl(key) > 0 for key in keys)
