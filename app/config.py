@@ -68,8 +68,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     elif len(secret_key) < 32:
         raise ConfigError("BFF_SECRET_KEY: must be at least 32 characters")
 
-    idle = _seconds(environ, "BFF_SESSION_IDLE_TIMEOUT", 8 * 3600)
-    lifetime = _seconds(environ, "BFF_SESSION_MAX_LIFETIME", 24 * 3600)
+    idle = _number(environ, "BFF_SESSION_IDLE_TIMEOUT", 8 * 3600, whole=True)
+    lifetime = _number(environ, "BFF_SESSION_MAX_LIFETIME", 24 * 3600, whole=True)
     if idle > lifetime:
         raise ConfigError("BFF_SESSION_IDLE_TIMEOUT: must not exceed BFF_SESSION_MAX_LIFETIME")
 
@@ -104,8 +104,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         logout_mode=logout_mode,
         fetch_userinfo=_flag(environ, "BFF_OIDC_USERINFO", True),
         serve_spa=_flag(environ, "BFF_SERVE_SPA", True),
-        idp_timeout=_positive_float(environ, "BFF_IDP_TIMEOUT", 5.0),
-        revocation_timeout=_positive_float(environ, "BFF_REVOCATION_TIMEOUT", 2.0),
+        idp_timeout=_number(environ, "BFF_IDP_TIMEOUT", 5.0, whole=False, maximum=60),
+        revocation_timeout=_number(environ, "BFF_REVOCATION_TIMEOUT", 2.0, whole=False, maximum=60),
     )
 
 
@@ -128,29 +128,19 @@ def _url(environ: Mapping[str, str], name: str, path_allowed: bool = True) -> st
     return value
 
 
-def _seconds(environ: Mapping[str, str], name: str, default: int) -> int:
+def _number(environ: Mapping[str, str], name: str, default: float, whole: bool, maximum: float | None = None):
+    """A positive number of seconds: whole for lifetimes, fractional (and capped) for timeouts."""
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = int(raw) if whole else float(raw)
     except ValueError:
-        raise ConfigError(f"{name}: must be a whole number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: must be positive, got {value}")
-    return value
-
-
-def _positive_float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: must be a number of seconds, got {raw!r}") from None
-    if not 0 < value <= 60:
-        raise ConfigError(f"{name}: must be between 0 and 60 seconds, got {raw}")
+        kind = "a whole number of seconds" if whole else "a number of seconds"
+        raise ConfigError(f"{name}: must be {kind}, got {raw!r}") from None
+    if value <= 0 or (maximum is not None and value > maximum):
+        limit = f" and at most {maximum:g}" if maximum is not None else ""
+        raise ConfigError(f"{name}: must be positive{limit}, got {raw}")
     return value
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from .errors import BffError
 
@@ -108,6 +108,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException) -> Response:
+        # Failures while opening the session (before any view) reach Flask as a 500 wrapping them.
+        original = getattr(error, "original_exception", None)
+        if isinstance(error, InternalServerError) and original is not None:
+            return handle_unexpected(original)
         status = error.code or 500
         code, description = _HTTP_CODES.get(status, ("http_error", "The request could not be served."))
         response = error_response(status, code, description)
@@ -115,13 +119,13 @@ def init_app(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 
-    @app.errorhandler(RedisError)
-    def handle_redis_error(error: RedisError) -> Response:
-        log.error("session store unavailable: %s", type(error).__name__)
-        return error_response(503, "session_store_unavailable", "The session store is unavailable; try again shortly.")
-
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
+        if isinstance(error, RedisError):
+            log.error("session store unavailable: %s", type(error).__name__)
+            return error_response(
+                503, "session_store_unavailable", "The session store is unavailable; try again shortly."
+            )
         # The type only: exception messages can quote request data.
         log.error("unhandled %s on %s %s", type(error).__name__, request.method, request.path)
         return error_response(500, "server_error", "The server failed to handle this request.")

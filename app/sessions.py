@@ -74,7 +74,9 @@ class BffSessionInterface(RedisSessionInterface):
         ttl = max(1, min(self.idle_timeout, absolute_left))
         self.client.set(store_id, self.serializer.encode(session), ex=ttl)
 
-    def save_session(self, app: Flask, session: ServerSideSession, response: Response) -> None:
+    def save_session(self, app: Flask, session: ServerSideSession | None, response: Response) -> None:
+        if session is None:
+            return  # opening it failed (Redis down); the error response is already chosen
         if session.modified and not session:
             self._delete_session(self._get_store_id(session.sid))
             response.delete_cookie(
