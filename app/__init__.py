@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from flask import Flask, jsonify
 
-from . import bff, security, sessions, spa
+from . import bff, cli, security, sessions, spa
 from .config import Settings, load_settings
 from .oidc import Provider
 
@@ -20,6 +20,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings(os.environ)
     if settings.secret_key_generated:
         log.warning("BFF_SECRET_KEY is not set: generated one for this process (development only)")
+    if settings.token_encryption_key_generated:
+        log.warning("BFF_TOKEN_ENCRYPTION_KEY is not set: generated one for this process (development only)")
 
     app = Flask(__name__, static_folder=None)
     app.config.update(
@@ -45,7 +47,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         timeout=settings.idp_timeout,
         revocation_timeout=settings.revocation_timeout,
     )
-    sessions.init_app(app, settings.redis_url, settings.session_idle_timeout)
+    sessions.init_app(app, settings.redis_url, settings.session_idle_timeout, settings.token_encryption_keys)
+    cli.init_app(app)
     security.init_app(app)
     app.register_blueprint(bff.bp)
     if settings.serve_spa:

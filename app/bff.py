@@ -8,9 +8,10 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, request, 
 
 from .errors import BffError
 from .login import begin_login, complete_login, parse_prompt, public_claims
-from .oidc import Provider
+from .oidc import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE, Provider
 from .security import csrf_protected, is_local_return_url
-from .sessions import LOGIN_TTL, LoginAttempts, now, session_record
+from .sessions import LOGIN_TTL, LoginAttempts, SessionFilter, SessionRef, SessionStore, new_session_id, now
+from .tokens import end_sessions
 
 bp = Blueprint("bff", __name__, url_prefix="/bff")
 
@@ -23,8 +24,20 @@ def _attempts() -> LoginAttempts:
     return current_app.extensions["bff.login_attempts"]
 
 
+def _store() -> SessionStore:
+    return current_app.extensions["bff.store"]
+
+
 def _settings():
     return current_app.extensions["bff.settings"]
+
+
+def _end_this_session() -> None:
+    """End the browser's current session (if any) through the one revocation path."""
+    ref = SessionRef.from_session_id(session.sid)
+    if session.get("sub") and ref:
+        end_sessions(_store(), _provider(), SessionFilter(session=ref))
+    session.clear()
 
 
 @bp.after_request
@@ -60,11 +73,13 @@ def callback() -> Response:
         session_cookie=settings.cookie_name,
         fetch_userinfo=settings.fetch_userinfo,
     )
-    current_app.session_interface.regenerate(session)
-    session.clear()
+    # Never reuse the pre-login id: a previous session in this browser ends, a new id is drawn.
+    _end_this_session()
+    session.sid = new_session_id(signed_in.claims["sub"])
     session.permanent = True
     session.update(
-        session_record(
+        _store().new_record(
+            session.sid,
             claims=signed_in.claims,
             tokens=signed_in.tokens,
             max_lifetime=settings.session_max_lifetime,
@@ -99,16 +114,31 @@ def logout() -> Response:
     if not session.get("sub"):
         return jsonify(logout_url=settings.post_logout_redirect_uri)
     provider = _provider()
-    tokens = session.get("tokens") or {}
+    id_token_hint = None
+    if settings.logout_mode == "id_token_hint":
+        id_token_hint = _store().open_tokens(SessionRef.from_session_id(session.sid), session)["id_token"]
     logout_url = provider.logout_url(
         post_logout_redirect_uri=settings.post_logout_redirect_uri,
         state=secrets.token_urlsafe(16),
-        id_token_hint=tokens.get("id_token") if settings.logout_mode == "id_token_hint" else None,
+        id_token_hint=id_token_hint,
     )
-    session.clear()
-    if tokens.get("refresh_token"):
-        provider.revoke_refresh_token(tokens["refresh_token"])
+    _end_this_session()
     return jsonify(logout_url=logout_url)
+
+
+@bp.post("/backchannel-logout")
+def backchannel_logout() -> Response:
+    """OpenID Connect Back-Channel Logout: the IdP ends our sessions for a sid or a user."""
+    logout_token = request.form.get("logout_token")
+    if not logout_token:
+        raise BffError(400, "invalid_request", "The request carries no logout_token.")
+    provider = _provider()
+    claims = provider.verify_logout_token(logout_token)
+    ttl = int(claims.get("exp", now() + LOGOUT_TOKEN_MAX_AGE)) - now() + CLOCK_SKEW
+    if not _store().remember_logout_token(claims["iss"], str(claims["jti"]), ttl):
+        raise BffError(400, "invalid_request", "This logout token was already used (replayed jti).")
+    end_sessions(_store(), provider, SessionFilter(sid=claims.get("sid"), sub=claims.get("sub")))
+    return Response(status=200)
 
 
 def _set_cookie(response: Response, name: str, value: str, max_age: int) -> None:

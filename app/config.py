@@ -7,10 +7,13 @@ request.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from .crypto import generate_key, parse_keys
 
 DEFAULT_SCOPES = "openid profile email offline_access"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -32,6 +35,8 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     secret_key: str = ""
     secret_key_generated: bool = False
+    token_encryption_keys: tuple[bytes, ...] = ()
+    token_encryption_key_generated: bool = False
     session_idle_timeout: int = 8 * 3600
     session_max_lifetime: int = 24 * 3600
     post_logout_redirect_uri: str = ""
@@ -68,6 +73,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     elif len(secret_key) < 32:
         raise ConfigError("BFF_SECRET_KEY: must be at least 32 characters")
 
+    encryption_keys, keys_generated = _encryption_keys(environ, https)
     idle = _number(environ, "BFF_SESSION_IDLE_TIMEOUT", 8 * 3600, whole=True)
     lifetime = _number(environ, "BFF_SESSION_MAX_LIFETIME", 24 * 3600, whole=True)
     if idle > lifetime:
@@ -98,6 +104,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redis_url=redis_url,
         secret_key=secret_key,
         secret_key_generated=generated,
+        token_encryption_keys=encryption_keys,
+        token_encryption_key_generated=keys_generated,
         session_idle_timeout=idle,
         session_max_lifetime=lifetime,
         post_logout_redirect_uri=post_logout,
@@ -107,6 +115,18 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         idp_timeout=_number(environ, "BFF_IDP_TIMEOUT", 5.0, whole=False, maximum=60),
         revocation_timeout=_number(environ, "BFF_REVOCATION_TIMEOUT", 2.0, whole=False, maximum=60),
     )
+
+
+def _encryption_keys(environ: Mapping[str, str], https: bool) -> tuple[tuple[bytes, ...], bool]:
+    raw = environ.get("BFF_TOKEN_ENCRYPTION_KEY", "").strip()
+    if not raw:
+        if https:
+            raise ConfigError("BFF_TOKEN_ENCRYPTION_KEY: required when BFF_PUBLIC_URL is https (production)")
+        return (base64.urlsafe_b64decode(generate_key() + "="),), True
+    try:
+        return tuple(parse_keys(raw)), False
+    except ValueError as error:
+        raise ConfigError(f"BFF_TOKEN_ENCRYPTION_KEY: {error}") from None
 
 
 def _required(environ: Mapping[str, str], name: str) -> str:

@@ -1,13 +1,14 @@
 """The session store: the only module that knows Redis key names.
 
-Sessions go through Flask-Session's Redis interface, extended only through its hooks:
-- the Redis key is a hash of the cookie value, so whoever can read Redis keys (an operator with
-  `redis-cli --scan`) still cannot forge a cookie;
-- reads use GETEX, which slides the idle expiry in the same round trip, and writes nothing else;
-- an emptied session deletes its cookie with the attributes it was set with (Flask-Session
-  omits Secure and SameSite, so browsers would ignore the deletion of a `__Host-` cookie).
-Login attempts live in their own keys, one per `state`, so parallel sign-ins in several tabs
-never overwrite each other.
+Key layout (see the README): every key of one user shares the hash tag `{<user tag>}`, a hash of
+their `sub`, so the multi-key transactions below stay legal on Redis Cluster. The cookie value
+is `<user tag>.<256 random bits>`, so a request finds its record in one GETEX without any
+lookup; Redis holds only a SHA-256 of it, so reading Redis does not give anyone a session.
+
+Flask-Session's Redis interface is extended only through its hooks (`_retrieve_session_data`,
+`_upsert_session`, `_delete_session`, `_get_store_id`) plus a `save_session` that deletes the
+cookie with the attributes it was set with (Flask-Session omits Secure and SameSite, and
+browsers ignore such a deletion of a `__Host-` cookie).
 """
 
 from __future__ import annotations
@@ -15,85 +16,313 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import re
+import secrets
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import redis
 from flask import Flask, Response
 from flask_session.base import ServerSideSession
 from flask_session.redis import RedisSessionInterface
 
-SESSION_PREFIX = "bff:session:"
-LOGIN_PREFIX = "bff:login:"
+from .crypto import TokenCipher, UnreadableTokens
+
+log = logging.getLogger(__name__)
+
 LOGIN_TTL = 600  # seconds a person has to finish signing in at the IdP
-SESSION_ID_BYTES = 32  # 256 bits of entropy in the cookie value
+SESSION_ID = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{43})$")
+HANDLE = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{10})$")
+LOGIN_PREFIX = "bff:login:"
+SESSION_PATTERN = "bff:{*}:s:*"
 
 
 def digest(value: str) -> str:
-    """URL-safe SHA-256: what Redis keys hold instead of secrets."""
+    """URL-safe SHA-256: what Redis keys hold instead of secrets and identifiers."""
     raw = hashlib.sha256(value.encode()).digest()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def session_handle(session_id: str) -> str:
-    """A short public name for a session, for logs and the CLI; it grants nothing."""
-    return digest(session_id)[:16]
+def user_tag(sub: str) -> str:
+    return digest(sub)[:12]
 
 
-def make_redis(url: str) -> redis.Redis:
-    """A client with bounded timeouts, so a Redis outage answers quickly instead of hanging workers."""
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+def new_session_id(sub: str) -> str:
+    """`<user tag>.<32 random bytes>`: the tag routes to the user's Redis slot, the rest is the secret."""
+    return f"{user_tag(sub)}.{secrets.token_urlsafe(32)}"
 
 
 def now() -> int:
     return int(time.time())
 
 
-class BffSessionInterface(RedisSessionInterface):
-    """Flask-Session's Redis backend with hashed keys, GETEX reads and lifetimes from the record."""
+@dataclass(frozen=True)
+class SessionRef:
+    """Where one session lives; built from a cookie or a handle, never holding the cookie itself."""
 
-    def __init__(self, app: Flask, client: redis.Redis, idle_timeout: int) -> None:
-        super().__init__(app, client=client, key_prefix=SESSION_PREFIX, sid_length=SESSION_ID_BYTES)
+    tag: str
+    key_id: str  # SHA-256 of the whole session id
+
+    @classmethod
+    def from_session_id(cls, session_id: str) -> SessionRef | None:
+        match = SESSION_ID.match(session_id or "")
+        return cls(match.group(1), digest(session_id)) if match else None
+
+    @property
+    def handle(self) -> str:
+        """Public name for logs and the CLI; it grants nothing."""
+        return f"{self.tag}.{self.key_id[:10]}"
+
+
+# Key names --------------------------------------------------------------------------------------
+
+
+def record_key(ref: SessionRef) -> str:
+    return f"bff:{{{ref.tag}}}:s:{ref.key_id}"
+
+
+def user_index_key(tag: str) -> str:
+    return f"bff:{{{tag}}}:user"
+
+
+def sid_index_key(tag: str, sid: str) -> str:
+    return f"bff:{{{tag}}}:sid:{digest(sid)[:22]}"
+
+
+def sid_pointer_key(sid: str) -> str:
+    """Which user an IdP session id belongs to, for logout tokens that carry a sid but no sub."""
+    return f"bff:sid:{{{digest(sid)[:22]}}}"
+
+
+def jti_key(issuer: str, jti: str) -> str:
+    return f"bff:jti:{{{digest(issuer + ' ' + jti)[:22]}}}"
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """Which sessions to end: one session, every session of an IdP session id, or of a user."""
+
+    session: SessionRef | None = None
+    sid: str | None = None
+    sub: str | None = None
+
+
+@dataclass(frozen=True)
+class EndedSession:
+    handle: str
+    sub: str
+    refresh_token: str | None
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    handle: str
+    sub: str
+    sid: str | None
+    created_at: int
+    last_seen: int
+    idle_expires_at: int
+    expires_at: int
+    access_token_expires_at: int | None
+    user_agent: str
+    client_ip: str
+
+
+class SessionStore:
+    def __init__(self, client: redis.Redis, cipher: TokenCipher, idle_timeout: int) -> None:
+        self.client = client
+        self.cipher = cipher
         self.idle_timeout = idle_timeout
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder()
 
-    def _get_store_id(self, sid: str) -> str:
-        return self.key_prefix + digest(sid)
+    # One session ------------------------------------------------------------------------------
 
-    def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
-        raw = self.client.getex(store_id, ex=self.idle_timeout)
+    def new_record(
+        self,
+        session_id: str,
+        *,
+        claims: dict[str, Any],
+        tokens: dict[str, Any],
+        max_lifetime: int,
+        user_agent: str,
+        client_ip: str,
+    ) -> dict[str, Any]:
+        """What one signed-in browser holds server-side; the tokens sealed, bound to this record."""
+        ref = SessionRef.from_session_id(session_id)
+        assert ref is not None, "session ids come from new_session_id"
+        created = now()
+        return {
+            "sub": claims["sub"],
+            "sid": claims.get("sid"),
+            "claims": claims,
+            "tokens": self.seal_tokens(ref, tokens),
+            "access_expires_at": _expiry(tokens.get("expires_in"), created),
+            "created_at": created,
+            "expires_at": created + max_lifetime,
+            "user_agent": user_agent[:256],
+            "client_ip": client_ip,
+        }
+
+    def seal_tokens(self, ref: SessionRef, tokens: dict[str, Any]) -> bytes:
+        kept = {k: tokens.get(k) for k in ("access_token", "refresh_token", "id_token")}
+        return self.cipher.seal(json.dumps(kept).encode(), ref.key_id.encode())
+
+    def open_tokens(self, ref: SessionRef, record: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(self.cipher.open(record["tokens"], ref.key_id.encode()))
+
+    def read(self, ref: SessionRef) -> dict[str, Any] | None:
+        """One round trip: GETEX slides the idle expiry; the absolute expiry is checked here."""
+        raw = self.client.getex(record_key(ref), ex=self.idle_timeout)
         if not raw:
             return None
-        data = self.serializer.decode(raw)
-        if data.get("expires_at", float("inf")) <= now():
-            return None  # past its absolute lifetime; the key's TTL removes it soon
-        return data
+        record = self._decoder.decode(raw)
+        if record.get("expires_at", 0) <= now():
+            self.client.delete(record_key(ref))
+            return None
+        return record
 
-    def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession, store_id: str) -> None:
-        absolute_left = session.get("expires_at", now() + self.idle_timeout) - now()
-        ttl = max(1, min(self.idle_timeout, absolute_left))
-        self.client.set(store_id, self.serializer.encode(session), ex=ttl)
+    def write(self, ref: SessionRef, record: dict[str, Any]) -> None:
+        """Save a record and index it by user and IdP sid, with TTLs that outlive it, never it them."""
+        index_until = record["expires_at"] + self.idle_timeout
+        sid = record.get("sid")
+        if sid:
+            self.client.set(sid_pointer_key(sid), ref.tag, exat=index_until)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(record_key(ref), self._encoder.encode(record), ex=self.idle_timeout)
+        indexes = [user_index_key(ref.tag)] + ([sid_index_key(ref.tag, sid)] if sid else [])
+        for index in indexes:
+            pipe.sadd(index, ref.key_id)
+            pipe.expireat(index, index_until, nx=True)
+            pipe.expireat(index, index_until, gt=True)
+        pipe.execute()
 
-    def save_session(self, app: Flask, session: ServerSideSession | None, response: Response) -> None:
-        if session is None:
-            return  # opening it failed (Redis down); the error response is already chosen
-        if session.modified and not session:
-            self._delete_session(self._get_store_id(session.sid))
-            response.delete_cookie(
-                self.get_cookie_name(app),
-                path=self.get_cookie_path(app),
-                domain=self.get_cookie_domain(app),
-                secure=self.get_cookie_secure(app),
-                httponly=self.get_cookie_httponly(app),
-                samesite=self.get_cookie_samesite(app),
+    # Many sessions ----------------------------------------------------------------------------
+
+    def find(self, flt: SessionFilter) -> list[SessionRef]:
+        """Live sessions matching the filter; index entries whose record expired are dropped."""
+        if flt.session is not None:
+            return [flt.session] if self.client.exists(record_key(flt.session)) else []
+        tag = self._tag_for(flt)
+        if tag is None:
+            return []
+        index = sid_index_key(tag, flt.sid) if flt.sid else user_index_key(tag)
+        refs = [SessionRef(tag, key_id.decode()) for key_id in sorted(self.client.smembers(index))]
+        if not refs:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for ref in refs:
+            pipe.exists(record_key(ref))
+        alive = pipe.execute()
+        stale = [ref.key_id for ref, exists in zip(refs, alive, strict=True) if not exists]
+        if stale:
+            self.client.srem(index, *stale)
+        return [ref for ref, exists in zip(refs, alive, strict=True) if exists]
+
+    def remove(self, flt: SessionFilter) -> list[EndedSession]:
+        """Delete the matching records and their index entries; return what the IdP should revoke."""
+        refs = [flt.session] if flt.session is not None else self.find(flt)
+        if not refs:
+            return []
+        tag = refs[0].tag
+        pipe = self.client.pipeline(transaction=True)
+        for ref in refs:
+            pipe.getdel(record_key(ref))
+        pipe.srem(user_index_key(tag), *(ref.key_id for ref in refs))
+        raws = pipe.execute()[:-1]
+        ended, cleanup = [], self.client.pipeline(transaction=True)
+        for ref, raw in zip(refs, raws, strict=True):
+            if not raw:
+                continue
+            record = self._decoder.decode(raw)
+            if record.get("sid"):
+                cleanup.srem(sid_index_key(tag, record["sid"]), ref.key_id)
+            ended.append(EndedSession(ref.handle, record["sub"], self._refresh_token(ref, record)))
+        if len(cleanup):
+            cleanup.execute()
+        return ended
+
+    def _refresh_token(self, ref: SessionRef, record: dict[str, Any]) -> str | None:
+        try:
+            return self.open_tokens(ref, record).get("refresh_token")
+        except UnreadableTokens:
+            log.warning("session %s: tokens sealed with a retired key; not revoked at the IdP", ref.handle)
+            return None
+
+    def _tag_for(self, flt: SessionFilter) -> str | None:
+        if flt.sub is not None:
+            return user_tag(flt.sub)
+        if flt.sid is not None:
+            tag = self.client.get(sid_pointer_key(flt.sid))
+            return tag.decode() if tag else None
+        raise ValueError("a filter names a session, a sid or a sub")
+
+    def ref_for_handle(self, handle: str) -> SessionRef | None:
+        match = HANDLE.match(handle)
+        if not match:
+            return None
+        tag, prefix = match.groups()
+        for key_id in self.client.smembers(user_index_key(tag)):
+            if key_id.decode().startswith(prefix):
+                ref = SessionRef(tag, key_id.decode())
+                return ref if self.client.exists(record_key(ref)) else None
+        return None
+
+    def all_refs(self) -> Iterator[SessionRef]:
+        """Every stored session. Walks the keyspace (SCAN): for operators, never on a request path."""
+        for key in self.client.scan_iter(match=SESSION_PATTERN, count=1000):
+            tag, key_id = re.match(r"^bff:\{(.+)\}:s:(.+)$", key.decode()).groups()
+            yield SessionRef(tag, key_id)
+
+    def describe(self, refs: list[SessionRef]) -> list[SessionInfo]:
+        """Inspection data, read without sliding anyone's idle expiry."""
+        pipe = self.client.pipeline(transaction=False)
+        for ref in refs:
+            pipe.get(record_key(ref))
+            pipe.ttl(record_key(ref))
+        results = pipe.execute()
+        infos, moment = [], now()
+        for ref, raw, ttl in zip(refs, results[::2], results[1::2], strict=True):
+            if not raw or ttl < 0:
+                continue
+            record = self._decoder.decode(raw)
+            infos.append(
+                SessionInfo(
+                    handle=ref.handle,
+                    sub=record["sub"],
+                    sid=record.get("sid"),
+                    created_at=record["created_at"],
+                    last_seen=max(record["created_at"], moment - (self.idle_timeout - ttl)),
+                    idle_expires_at=min(moment + ttl, record["expires_at"]),
+                    expires_at=record["expires_at"],
+                    access_token_expires_at=record.get("access_expires_at"),
+                    user_agent=record.get("user_agent", ""),
+                    client_ip=record.get("client_ip", ""),
+                )
             )
-            response.vary.add("Cookie")
-            return
-        super().save_session(app, session, response)
+        return infos
+
+    def remember_logout_token(self, issuer: str, jti: str, ttl: int) -> bool:
+        """True the first time a logout token's jti is seen, False for a replay."""
+        return bool(self.client.set(jti_key(issuer, jti), b"1", nx=True, ex=max(1, ttl)))
+
+
+def _expiry(expires_in: Any, issued_at: int) -> int | None:
+    try:
+        return issued_at + int(expires_in)
+    except (TypeError, ValueError):
+        return None
 
 
 class LoginAttempts:
-    """Pending sign-ins keyed by their `state`, each readable once and only until it expires."""
+    """Pending sign-ins keyed by their `state`, each readable once and only until it expires.
+
+    One key per attempt, so parallel sign-ins in several tabs never overwrite each other."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -113,43 +342,58 @@ class LoginAttempts:
         return self.client.delete(self._key(state)) == 1
 
 
-def session_record(
-    *,
-    claims: dict[str, Any],
-    tokens: dict[str, Any],
-    max_lifetime: int,
-    user_agent: str,
-    client_ip: str,
-) -> dict[str, Any]:
-    """What one signed-in browser holds server-side. Tokens never leave this record."""
-    created = now()
-    return {
-        "sub": claims["sub"],
-        "sid": claims.get("sid"),
-        "claims": claims,
-        "tokens": {
-            "access_token": tokens["access_token"],
-            "refresh_token": tokens.get("refresh_token"),
-            "id_token": tokens["id_token"],
-            "expires_at": _token_expiry(tokens, created),
-        },
-        "created_at": created,
-        "expires_at": created + max_lifetime,
-        "user_agent": user_agent[:256],
-        "client_ip": client_ip,
-    }
+class BffSessionInterface(RedisSessionInterface):
+    """Flask-Session's Redis backend, storing through `SessionStore`."""
+
+    def __init__(self, app: Flask, store: SessionStore) -> None:
+        super().__init__(app, client=store.client, key_prefix="", sid_length=32)
+        self.store = store
+
+    def _get_store_id(self, sid: str) -> str:
+        return sid  # the store derives the key; the cookie value itself is never a key
+
+    def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
+        ref = SessionRef.from_session_id(store_id)
+        return self.store.read(ref) if ref else None  # a malformed cookie costs no round trip
+
+    def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession, store_id: str) -> None:
+        ref = SessionRef.from_session_id(store_id)
+        if ref is None:
+            raise ValueError("only sessions started by sign-in are stored")
+        self.store.write(ref, dict(session))
+
+    def _delete_session(self, store_id: str) -> None:
+        ref = SessionRef.from_session_id(store_id)
+        if ref:
+            self.store.remove(SessionFilter(session=ref))
+
+    def save_session(self, app: Flask, session: ServerSideSession | None, response: Response) -> None:
+        if session is None:
+            return  # opening it failed (Redis down); the error response is already chosen
+        if session.modified and not session:
+            self._delete_session(session.sid)
+            response.delete_cookie(
+                self.get_cookie_name(app),
+                path=self.get_cookie_path(app),
+                domain=self.get_cookie_domain(app),
+                secure=self.get_cookie_secure(app),
+                httponly=self.get_cookie_httponly(app),
+                samesite=self.get_cookie_samesite(app),
+            )
+            response.vary.add("Cookie")
+            return
+        super().save_session(app, session, response)
 
 
-def _token_expiry(tokens: dict[str, Any], issued_at: int) -> int | None:
-    expires_in = tokens.get("expires_in")
-    try:
-        return issued_at + int(expires_in)
-    except (TypeError, ValueError):
-        return None
+def make_redis(url: str) -> redis.Redis:
+    """A client with bounded timeouts, so a Redis outage answers quickly instead of hanging workers."""
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
 
 
-def init_app(app: Flask, redis_url: str, idle_timeout: int) -> None:
+def init_app(app: Flask, redis_url: str, idle_timeout: int, encryption_keys: list[bytes]) -> None:
     client = make_redis(redis_url)
-    app.session_interface = BffSessionInterface(app, client=client, idle_timeout=idle_timeout)
+    store = SessionStore(client, TokenCipher(list(encryption_keys)), idle_timeout)
+    app.session_interface = BffSessionInterface(app, store)
     app.extensions["bff.redis"] = client
+    app.extensions["bff.store"] = store
     app.extensions["bff.login_attempts"] = LoginAttempts(client)

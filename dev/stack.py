@@ -18,6 +18,8 @@ from pathlib import Path
 import redis
 import requests
 
+from app.crypto import generate_key
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 
@@ -85,12 +87,16 @@ def start_redis(port: int, workdir: Path) -> Service:
 
 # One secret for every BFF this process starts, as instances sharing one Redis must share it.
 DEV_SECRET_KEY = secrets.token_urlsafe(32)
+DEV_TOKEN_ENCRYPTION_KEY = generate_key()
 CLIENT_ID = "bff-dev"
 CLIENT_SECRET = "dev-client-secret-0123456789abcdef"  # noqa: S105 - the dev IdP's, known to all
 
 
 def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], **extra_env: str) -> Service:
+    """The dev IdP, registering each BFF's callback and post-logout URLs and (the first BFF's)
+    back-channel logout endpoint."""
     env = {
+        "IDP_BACKCHANNEL_LOGOUT_URI": f"{bff_urls[0]}/bff/backchannel-logout",
         "IDP_ISSUER": issuer,
         "IDP_PORT": str(port),
         "IDP_CLIENT_ID": CLIENT_ID,
@@ -112,6 +118,7 @@ def bff_env(public_url: str, issuer: str, redis_url: str, **overrides: str) -> d
         "BFF_OIDC_CLIENT_SECRET": CLIENT_SECRET,
         "BFF_REDIS_URL": redis_url,
         "BFF_SECRET_KEY": DEV_SECRET_KEY,
+        "BFF_TOKEN_ENCRYPTION_KEY": DEV_TOKEN_ENCRYPTION_KEY,
         **overrides,
     }
 

@@ -12,9 +12,11 @@
 //   IDP_POST_LOGOUT_REDIRECT_URIS  space-separated (default http://localhost:8000/)
 //   IDP_BACKCHANNEL_LOGOUT_URI optional back-channel logout endpoint of the BFF
 //   IDP_ACCESS_TOKEN_TTL       seconds (default 300)
+//   IDP_JWKS_FILE              tests only: the signing keys (a private JWKS), so a test can also sign
+//                              tokens this IdP would accept, such as forged logout tokens
 //   IDP_ISSUED_TOKENS_FILE     tests only: append every token response here, one JSON per line,
 //                              so a test can prove that no issued token leaks out of the BFF.
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
 import Provider from 'oidc-provider';
@@ -92,6 +94,10 @@ const configuration = {
   // refuses loopback addresses (back-channel logout), an overridden one does not.
   fetch: (url, options) => globalThis.fetch(url, options),
 };
+
+if (env.IDP_JWKS_FILE) {
+  configuration.jwks = JSON.parse(readFileSync(env.IDP_JWKS_FILE, 'utf8'));
+}
 
 const provider = new Provider(issuer.href.replace(/\/$/, ''), configuration);
 provider.proxy = true;

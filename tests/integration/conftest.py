@@ -12,7 +12,7 @@ import redis
 import requests
 from support.agent import Agent
 
-from app.sessions import SESSION_PREFIX
+from app.sessions import SESSION_PATTERN, SessionRef, record_key
 from dev.stack import CLIENT_ID, CLIENT_SECRET, bff_env, free_port, start_bff, start_idp, start_redis
 
 
@@ -43,7 +43,10 @@ class Stack:
         return json.loads(self.tokens_file.read_text().splitlines()[-1])
 
     def session_keys(self) -> list[bytes]:
-        return sorted(self.redis.scan_iter(match=SESSION_PREFIX + "*"))
+        return sorted(self.redis.scan_iter(match=SESSION_PATTERN))
+
+    def has_session(self, cookie: str) -> bool:
+        return bool(self.redis.exists(record_key(SessionRef.from_session_id(cookie))))
 
     def snapshot(self) -> dict[bytes, bytes]:
         """Every key in Redis with its value: 'bad input changes nothing' compares two of these."""

@@ -7,36 +7,55 @@ import pytest
 
 from app import create_app
 from app.config import load_settings
+from app.sessions import new_session_id
 from dev.stack import bff_env
 
 PUBLIC_URL = "https://app.example.com"
 
 
 @pytest.fixture
-def https_client(stack):
-    settings = load_settings(bff_env(PUBLIC_URL, stack.issuer, stack.redis_url))
-    app = create_app(settings)
-    with app.test_client() as client:
+def https_app(stack):
+    return create_app(load_settings(bff_env(PUBLIC_URL, stack.issuer, stack.redis_url)))
+
+
+@pytest.fixture
+def https_client(https_app):
+    with https_app.test_client() as client:
         client.environ_base["wsgi.url_scheme"] = "https"
         yield client
+
+
+def sign_in(app, client):
+    """A stored session as the callback would create it, without a trip through the IdP."""
+    with client.session_transaction() as session:
+        session.sid = new_session_id("alice")
+        tokens = {"access_token": "access", "id_token": "id", "refresh_token": None}
+        session.update(
+            app.extensions["bff.store"].new_record(
+                session.sid,
+                claims={"sub": "alice"},
+                tokens=tokens,
+                max_lifetime=3600,
+                user_agent="test",
+                client_ip="127.0.0.1",
+            )
+        )
 
 
 def _set_cookie_headers(response, name):
     return [h for h in response.headers.getlist("Set-Cookie") if h.startswith(f"{name}=")]
 
 
-def test_session_cookie_over_https_is_host_prefixed_secure_httponly_lax(https_client):
-    with https_client.session_transaction() as session:
-        session.update({"sub": "alice", "claims": {"sub": "alice"}, "expires_at": 4102444800})
+def test_session_cookie_over_https_is_host_prefixed_secure_httponly_lax(https_app, https_client):
+    sign_in(https_app, https_client)
     cookie = https_client.get_cookie("__Host-bff")
     assert cookie is not None
     assert cookie.secure and cookie.http_only and cookie.same_site == "Lax" and cookie.path == "/"
     assert not cookie.domain or cookie.domain in ("localhost", "app.example.com")
 
 
-def test_logout_over_https_deletes_the_host_cookie_with_secure_and_same_attributes(https_client):
-    with https_client.session_transaction() as session:
-        session.update({"sub": "alice", "claims": {"sub": "alice"}, "tokens": {}, "expires_at": 4102444800})
+def test_logout_over_https_deletes_the_host_cookie_with_secure_and_same_attributes(https_app, https_client):
+    sign_in(https_app, https_client)
     response = https_client.post("/bff/logout", headers={"X-CSRF": "1"})
     assert response.status_code == 200
     (deletion,) = _set_cookie_headers(response, "__Host-bff")

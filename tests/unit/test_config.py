@@ -1,12 +1,20 @@
 import pytest
 
 from app.config import ConfigError, load_settings
+from app.crypto import generate_key
 
 BASE = {
     "BFF_PUBLIC_URL": "http://localhost:8000",
     "BFF_OIDC_ISSUER": "https://idp.example.com/realms/demo",
     "BFF_OIDC_CLIENT_ID": "spa",
     "BFF_OIDC_CLIENT_SECRET": "s3cret",
+}
+
+
+PRODUCTION = {
+    "BFF_PUBLIC_URL": "https://app.example.com",
+    "BFF_SECRET_KEY": "k" * 32,
+    "BFF_TOKEN_ENCRYPTION_KEY": generate_key(),
 }
 
 
@@ -28,7 +36,7 @@ def test_issuer_with_a_path_is_kept_exactly():
 
 def test_cookie_is_host_prefixed_and_secure_only_over_https():
     assert load_settings(BASE).cookie_name == "bff"
-    https = load_settings({**BASE, "BFF_PUBLIC_URL": "https://app.example.com", "BFF_SECRET_KEY": "k" * 32})
+    https = load_settings({**BASE, **PRODUCTION})
     assert https.cookie_name == "__Host-bff"
     assert https.https
 
@@ -36,6 +44,13 @@ def test_cookie_is_host_prefixed_and_secure_only_over_https():
 def test_development_generates_a_secret_key_and_says_so():
     settings = load_settings(BASE)
     assert settings.secret_key_generated and len(settings.secret_key) >= 32
+    assert settings.token_encryption_key_generated and len(settings.token_encryption_keys[0]) == 32
+
+
+def test_several_encryption_keys_are_kept_in_order_for_rotation():
+    first, second = generate_key(), generate_key()
+    settings = load_settings({**BASE, "BFF_TOKEN_ENCRYPTION_KEY": f"{first}, {second}"})
+    assert len(settings.token_encryption_keys) == 2 and not settings.token_encryption_key_generated
 
 
 @pytest.mark.parametrize(
@@ -58,6 +73,9 @@ def test_development_generates_a_secret_key_and_says_so():
         ({"BFF_LOGOUT_MODE": "both"}, "BFF_LOGOUT_MODE"),
         ({"BFF_POST_LOGOUT_REDIRECT_URI": "/signed-out"}, "BFF_POST_LOGOUT_REDIRECT_URI"),
         ({"BFF_PUBLIC_URL": "https://app.example.com"}, "BFF_SECRET_KEY"),
+        ({**PRODUCTION, "BFF_TOKEN_ENCRYPTION_KEY": None}, "BFF_TOKEN_ENCRYPTION_KEY"),
+        ({"BFF_TOKEN_ENCRYPTION_KEY": "too-short"}, "BFF_TOKEN_ENCRYPTION_KEY"),
+        ({"BFF_TOKEN_ENCRYPTION_KEY": "!!not base64!!"}, "BFF_TOKEN_ENCRYPTION_KEY"),
         ({"BFF_SECRET_KEY": "short"}, "BFF_SECRET_KEY"),
         ({"BFF_SERVE_SPA": "maybe"}, "BFF_SERVE_SPA"),
         ({"BFF_IDP_TIMEOUT": "0"}, "BFF_IDP_TIMEOUT"),

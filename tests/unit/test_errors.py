@@ -8,6 +8,7 @@ import pytest
 
 from app import create_app
 from app.config import load_settings
+from app.sessions import new_session_id
 
 ENV = {
     "BFF_PUBLIC_URL": "http://localhost:8000",
@@ -43,7 +44,7 @@ def test_an_unexpected_error_is_a_500_json_without_its_message_or_traceback(app,
 
 def test_redis_down_answers_503_session_store_unavailable(app):
     client = app.test_client()
-    client.set_cookie("bff", "some-session-id-0123456789abcdef0123456789")
+    client.set_cookie("bff", new_session_id("alice"))
     response = client.get("/bff/user", headers={"X-CSRF": "1"})
     assert response.status_code == 503
     assert response.get_json()["error"] == "session_store_unavailable"

@@ -1,0 +1,118 @@
+"""`flask --app wsgi sessions ...`: who is signed in, since when, from where; end any session.
+
+Prints handles, never cookie values or tokens: nothing shown here grants access.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from .sessions import SessionFilter, SessionInfo, SessionStore
+from .tokens import end_sessions
+
+sessions_cli = AppGroup("sessions", help="Inspect and revoke BFF sessions.")
+
+COLUMNS = [
+    ("HANDLE", "handle"),
+    ("SUB", "sub"),
+    ("SID", "sid"),
+    ("CREATED", "created_at"),
+    ("LAST SEEN", "last_seen"),
+    ("IDLE EXPIRY", "idle_expires_at"),
+    ("ABSOLUTE EXPIRY", "expires_at"),
+    ("ACCESS TOKEN EXPIRY", "access_token_expires_at"),
+    ("CLIENT IP", "client_ip"),
+    ("USER AGENT", "user_agent"),
+]
+
+
+def _store() -> SessionStore:
+    return current_app.extensions["bff.store"]
+
+
+def _when(value: int | None) -> str:
+    return "-" if value is None else datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _cell(info: SessionInfo, field: str) -> str:
+    value = getattr(info, field)
+    if field.endswith("_at") or field == "last_seen":
+        return _when(value)
+    return "-" if value in (None, "") else str(value)
+
+
+def format_table(infos: list[SessionInfo]) -> str:
+    """Aligned columns, one session a row; the user agent last since it is the longest."""
+    rows = [[title for title, _ in COLUMNS]] + [[_cell(i, field) for _, field in COLUMNS] for i in infos]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _emit(infos: list[SessionInfo], as_json: bool, single: bool = False) -> None:
+    if as_json:
+        data = [asdict(i) for i in infos]
+        click.echo(json.dumps(data[0] if single else data, indent=2))
+    else:
+        click.echo(format_table(infos))
+
+
+@sessions_cli.command("list")
+@click.option("--user", "sub", help="Only the sessions of this subject (sub).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+def list_sessions(sub: str | None, as_json: bool) -> None:
+    """List live sessions (all of them walks the keyspace; --user reads one index)."""
+    store = _store()
+    refs = store.find(SessionFilter(sub=sub)) if sub else list(store.all_refs())
+    infos = sorted(store.describe(refs), key=lambda i: (i.sub, i.created_at))
+    _emit(infos, as_json)
+
+
+@sessions_cli.command("show")
+@click.argument("handle")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+def show_session(handle: str, as_json: bool) -> None:
+    """Show one session by its handle."""
+    store = _store()
+    ref = store.ref_for_handle(handle)
+    infos = store.describe([ref]) if ref else []
+    if not infos:
+        click.echo(f"no live session with handle {handle}", err=True)
+        sys.exit(1)
+    _emit(infos, as_json, single=True)
+
+
+@sessions_cli.command("revoke")
+@click.argument("handle", required=False)
+@click.option("--user", "sub", help="End every session of this subject (sub).")
+def revoke_sessions(handle: str | None, sub: str | None) -> None:
+    """End one session (HANDLE) or all of a user's (--user SUB); revokes refresh tokens at the IdP."""
+    if bool(handle) == bool(sub):
+        raise click.UsageError("give either a HANDLE or --user SUB")
+    store = _store()
+    if handle:
+        ref = store.ref_for_handle(handle)
+        if ref is None:
+            click.echo(f"no live session with handle {handle}", err=True)
+            sys.exit(1)
+        flt = SessionFilter(session=ref)
+    else:
+        flt = SessionFilter(sub=sub)
+    ended = end_sessions(store, current_app.extensions["bff.provider"], flt)
+    click.echo(f"revoked {len(ended)} session{'s' if len(ended) != 1 else ''}")
+
+
+@sessions_cli.command("count")
+def count_sessions() -> None:
+    """How many sessions are stored (walks the keyspace)."""
+    click.echo(sum(1 for _ in _store().all_refs()))
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(sessions_cli)
