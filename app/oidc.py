@@ -306,7 +306,7 @@ class Provider:
         self._metadata: ProviderMetadata | None = None
         self._metadata_at = 0.0
         self._keys: KeySet | None = None
-        self._keys_at = 0.0
+        self._keys_refreshed_at = -float(JWKS_REFETCH_INTERVAL)
 
     # Discovery and keys -------------------------------------------------------------------
 
@@ -320,14 +320,19 @@ class Provider:
             return self._metadata
 
     def keys(self, refresh: bool = False) -> KeySet:
-        """The IdP's signing keys; `refresh` refetches them unless that was done a moment ago."""
+        """The IdP's signing keys. `refresh` (an unknown kid) refetches them, at most once per
+        JWKS_REFETCH_INTERVAL, so tokens with made-up kids cannot make us hammer the IdP."""
         with self._lock:
-            keys, fetched_at = self._keys, self._keys_at
-        if keys is not None and not (refresh and time.monotonic() - fetched_at > JWKS_REFETCH_INTERVAL):
+            keys = self._keys
+            if refresh and time.monotonic() - self._keys_refreshed_at < JWKS_REFETCH_INTERVAL:
+                refresh = False
+            if refresh:
+                self._keys_refreshed_at = time.monotonic()
+        if keys is not None and not refresh:
             return keys
         keys = parse_keys(self._get_json(self.metadata.jwks_uri, "JWKS"))
         with self._lock:
-            self._keys, self._keys_at = keys, time.monotonic()
+            self._keys = keys
         return keys
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:

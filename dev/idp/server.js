@@ -16,10 +16,14 @@
 //                              tokens this IdP would accept, such as forged logout tokens
 //   IDP_ISSUED_TOKENS_FILE     tests only: append every token response here, one JSON per line,
 //                              so a test can prove that no issued token leaks out of the BFF.
+import { setDefaultResultOrder } from 'node:dns';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
 import Provider from 'oidc-provider';
+
+// The BFF listens on 127.0.0.1 in development; Node would otherwise try ::1 first for localhost.
+setDefaultResultOrder('ipv4first');
 
 const env = process.env;
 const issuer = new URL(env.IDP_ISSUER || 'http://127.0.0.1:9000/realms/dev');
@@ -90,9 +94,9 @@ const configuration = {
     Interaction: 3600,
   },
   cookies: { keys: ['dev-idp-cookie-key-not-secret'] },
-  // The BFF listens on loopback during development and tests; oidc-provider's own fetch
-  // refuses loopback addresses (back-channel logout), an overridden one does not.
-  fetch: (url, options) => globalThis.fetch(url, options),
+  // The BFF listens on loopback during development and tests. oidc-provider hands its fetch an
+  // SSRF-guarding dispatcher that refuses loopback addresses (back-channel logout); drop it.
+  fetch: (url, { dispatcher: _ssrfGuard, ...options }) => globalThis.fetch(url, options),
 };
 
 if (env.IDP_JWKS_FILE) {

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from joserfc.jwk import RSAKey
 from support.agent import Agent
 
 from app.sessions import SESSION_PATTERN, SessionRef, record_key
@@ -25,6 +26,7 @@ class Stack:
     bff_log: Path
     tokens_file: Path
     redis: redis.Redis
+    signing_key: RSAKey
 
     def issued_tokens(self) -> set[str]:
         """Every access, refresh and id token the IdP has issued so far in this run."""
@@ -61,16 +63,27 @@ def stack(workdir):
     bff_hint_url = f"http://localhost:{ports['bff_hint']}"
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
     tokens_file = workdir / "issued-tokens.jsonl"
+    # The IdP signs with a key the tests hold too, so they can forge tokens it would accept.
+    signing_key = RSAKey.generate_key(2048, parameters={"kid": "test-key-1", "use": "sig", "alg": "RS256"})
+    jwks_file = workdir / "idp-jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [signing_key.as_dict(private=True)]}))
     services = [start_redis(ports["redis"], workdir)]
     try:
         services.append(
-            start_idp(ports["idp"], issuer, workdir, [bff_url, bff_hint_url], IDP_ISSUED_TOKENS_FILE=str(tokens_file))
+            start_idp(
+                ports["idp"],
+                issuer,
+                workdir,
+                [bff_url, bff_hint_url],
+                IDP_ISSUED_TOKENS_FILE=str(tokens_file),
+                IDP_JWKS_FILE=str(jwks_file),
+            )
         )
         services.append(start_bff(ports["bff"], bff_env(bff_url, issuer, redis_url), workdir / "bff.log"))
         hint_env = bff_env(bff_hint_url, issuer, redis_url, BFF_LOGOUT_MODE="id_token_hint")
         services.append(start_bff(ports["bff_hint"], hint_env, workdir / "bff-hint.log", workers=1))
         client = redis.Redis.from_url(redis_url)
-        yield Stack(issuer, redis_url, bff_url, bff_hint_url, workdir / "bff.log", tokens_file, client)
+        yield Stack(issuer, redis_url, bff_url, bff_hint_url, workdir / "bff.log", tokens_file, client, signing_key)
         client.close()
     finally:
         for service in reversed(services):

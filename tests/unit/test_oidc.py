@@ -8,6 +8,7 @@ from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 
 from app.oidc import (
     OidcError,
+    Provider,
     ProviderMetadata,
     UnknownKeyId,
     build_logout_url,
@@ -178,3 +179,31 @@ def test_metadata_with_only_required_fields_gets_spec_defaults():
 )
 def test_token_endpoint_auth_method_follows_the_metadata(supported, expected):
     assert select_token_auth_method(supported) == expected
+
+
+class CountingProvider(Provider):
+    """A Provider whose JWKS fetches are counted instead of sent."""
+
+    def __init__(self):
+        super().__init__(issuer=ISSUER, client_id=CLIENT, client_secret=SECRET, scopes="openid", redirect_uri="x")
+        self.fetches = 0
+
+    @property
+    def metadata(self):
+        return ProviderMetadata(issuer=ISSUER, authorization_endpoint="a", token_endpoint="t", jwks_uri="j")
+
+    def _get_json(self, url, what):
+        self.fetches += 1
+        return {"keys": [RSA.as_dict()]}
+
+
+def test_an_unknown_kid_refetches_the_jwks_but_made_up_kids_cannot_hammer_the_idp():
+    provider = CountingProvider()
+    provider.keys()
+    provider.keys()
+    assert provider.fetches == 1  # cached
+    provider.keys(refresh=True)
+    assert provider.fetches == 2  # the first unknown kid refetches at once (key rotation)
+    provider.keys(refresh=True)
+    provider.keys(refresh=True)
+    assert provider.fetches == 2  # further ones within the interval do not

@@ -1,10 +1,12 @@
-"""Logout must not depend on the IdP: revocation is bounded and best effort."""
+"""The IdP changes under a running BFF: it goes down, or rotates its signing keys."""
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
+from joserfc.jwk import RSAKey
 from support.agent import Agent
 
 from dev.stack import bff_env, free_port, start_bff, start_idp
@@ -43,3 +45,29 @@ def test_logout_succeeds_when_the_idp_cannot_revoke(stack, private_idp_stack, ou
         assert response.json()["logout_url"].startswith(f"{issuer}/session/end?")
         assert len(stack.session_keys()) == len(keys_before) - 1
         assert agent.user().status_code == 401
+
+
+def _jwks_file(workdir, kid: str):
+    key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})
+    path = workdir / f"jwks-{kid}.json"
+    path.write_text(json.dumps({"keys": [key.as_dict(private=True)]}))
+    return str(path)
+
+
+def test_the_idp_rotating_its_signing_key_needs_no_bff_restart(stack, workdir):
+    idp_port, bff_port = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{idp_port}/realms/rotation"
+    bff_url = f"http://localhost:{bff_port}"
+    idp = start_idp(idp_port, issuer, workdir, [bff_url], IDP_JWKS_FILE=_jwks_file(workdir, "before"))
+    bff = start_bff(bff_port, bff_env(bff_url, issuer, stack.redis_url), workdir / "bff-rotation.log", workers=1)
+    try:
+        with Agent(bff_url, record=False) as agent:
+            agent.login("rita")  # the BFF now caches the JWKS holding only "before"
+        idp.stop()
+        idp = start_idp(idp_port, issuer, workdir, [bff_url], IDP_JWKS_FILE=_jwks_file(workdir, "after"))
+        with Agent(bff_url, record=False) as agent:
+            agent.login("rita")  # signed with "after": an unknown kid, so the BFF refetches the JWKS
+            assert agent.user().json()["sub"] == "rita"
+    finally:
+        bff.stop()
+        idp.stop()
