@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from flask import Flask, jsonify
 
-from . import bff, cli, security, sessions, spa
+from . import bff, cli, security, session_interface, spa
 from .config import Settings, load_settings
 from .oidc import Provider
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         timeout=settings.idp_timeout,
         revocation_timeout=settings.revocation_timeout,
     )
-    sessions.init_app(app, settings.redis_url, settings.session_idle_timeout, settings.token_encryption_keys)
+    session_interface.init_app(app, settings.redis_url, settings.session_idle_timeout, settings.token_encryption_keys)
     cli.init_app(app)
     security.init_app(app)
     app.register_blueprint(bff.bp)

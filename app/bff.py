@@ -7,8 +7,9 @@ import secrets
 from flask import Blueprint, Response, current_app, jsonify, redirect, request, session
 
 from .errors import BffError
+from .jwt_checks import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE
 from .login import begin_login, complete_login, parse_prompt, public_claims
-from .oidc import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE, Provider
+from .oidc import Provider
 from .security import csrf_protected, is_local_return_url
 from .sessions import LOGIN_TTL, LoginAttempts, SessionFilter, SessionRef, SessionStore, new_session_id, now
 from .tokens import end_sessions

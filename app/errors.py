@@ -9,3 +9,15 @@ class BffError(Exception):
         self.status = status
         self.code = code
         self.description = description
+
+
+class OidcError(BffError):
+    """The IdP refused, or answered something that fails a check. `status` is ours to send."""
+
+    def __init__(self, code: str, description: str, status: int = 400) -> None:
+        super().__init__(status, code, description)
+
+
+class IdpUnavailable(OidcError):
+    def __init__(self, description: str) -> None:
+        super().__init__("idp_unavailable", description, status=502)

@@ -5,10 +5,7 @@ their `sub`, so the multi-key transactions below stay legal on Redis Cluster. Th
 is `<user tag>.<256 random bits>`, so a request finds its record in one GETEX without any
 lookup; Redis holds only a SHA-256 of it, so reading Redis does not give anyone a session.
 
-Flask-Session's Redis interface is extended only through its hooks (`_retrieve_session_data`,
-`_upsert_session`, `_delete_session`, `_get_store_id`) plus a `save_session` that deletes the
-cookie with the attributes it was set with (Flask-Session omits Secure and SameSite, and
-browsers ignore such a deletion of a `__Host-` cookie).
+Flask reaches this store through `session_interface.py`.
 """
 
 from __future__ import annotations
@@ -22,14 +19,10 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import msgspec
 import redis
-from flask import Flask, Response
-from flask_session.base import ServerSideSession
-from flask_session.redis import RedisSessionInterface
 
 from .crypto import TokenCipher, UnreadableTokens
 
@@ -342,58 +335,6 @@ class LoginAttempts:
         return self.client.delete(self._key(state)) == 1
 
 
-class BffSessionInterface(RedisSessionInterface):
-    """Flask-Session's Redis backend, storing through `SessionStore`."""
-
-    def __init__(self, app: Flask, store: SessionStore) -> None:
-        super().__init__(app, client=store.client, key_prefix="", sid_length=32)
-        self.store = store
-
-    def _get_store_id(self, sid: str) -> str:
-        return sid  # the store derives the key; the cookie value itself is never a key
-
-    def _retrieve_session_data(self, store_id: str) -> dict[str, Any] | None:
-        ref = SessionRef.from_session_id(store_id)
-        return self.store.read(ref) if ref else None  # a malformed cookie costs no round trip
-
-    def _upsert_session(self, session_lifetime: timedelta, session: ServerSideSession, store_id: str) -> None:
-        ref = SessionRef.from_session_id(store_id)
-        if ref is None:
-            raise ValueError("only sessions started by sign-in are stored")
-        self.store.write(ref, dict(session))
-
-    def _delete_session(self, store_id: str) -> None:
-        ref = SessionRef.from_session_id(store_id)
-        if ref:
-            self.store.remove(SessionFilter(session=ref))
-
-    def save_session(self, app: Flask, session: ServerSideSession | None, response: Response) -> None:
-        if session is None:
-            return  # opening it failed (Redis down); the error response is already chosen
-        if session.modified and not session:
-            self._delete_session(session.sid)
-            response.delete_cookie(
-                self.get_cookie_name(app),
-                path=self.get_cookie_path(app),
-                domain=self.get_cookie_domain(app),
-                secure=self.get_cookie_secure(app),
-                httponly=self.get_cookie_httponly(app),
-                samesite=self.get_cookie_samesite(app),
-            )
-            response.vary.add("Cookie")
-            return
-        super().save_session(app, session, response)
-
-
 def make_redis(url: str) -> redis.Redis:
     """A client with bounded timeouts, so a Redis outage answers quickly instead of hanging workers."""
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
-
-
-def init_app(app: Flask, redis_url: str, idle_timeout: int, encryption_keys: list[bytes]) -> None:
-    client = make_redis(redis_url)
-    store = SessionStore(client, TokenCipher(list(encryption_keys)), idle_timeout)
-    app.session_interface = BffSessionInterface(app, store)
-    app.extensions["bff.redis"] = client
-    app.extensions["bff.store"] = store
-    app.extensions["bff.login_attempts"] = LoginAttempts(client)

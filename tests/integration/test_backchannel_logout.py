@@ -10,7 +10,7 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from app.oidc import BACKCHANNEL_LOGOUT_EVENT
+from app.jwt_checks import BACKCHANNEL_LOGOUT_EVENT
 from dev.stack import CLIENT_ID
 
 OTHER_KEY = RSAKey.generate_key(2048, parameters={"kid": "test-key-1"})  # same kid, wrong key
