@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from flask import Flask, jsonify
 
-from . import bff, cli, security, session_interface, spa
+from . import bff, cli, proxy, security, session_interface, spa
 from .config import Settings, load_settings
 from .oidc import Provider
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     cli.init_app(app)
     security.init_app(app)
     app.register_blueprint(bff.bp)
+    app.register_blueprint(proxy.bp)
     if settings.serve_spa:
         app.register_blueprint(spa.bp)
 

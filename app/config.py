@@ -8,9 +8,11 @@ request.
 from __future__ import annotations
 
 import base64
+import json
+import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .crypto import generate_key, parse_keys
@@ -19,6 +21,7 @@ DEFAULT_SCOPES = "openid profile email offline_access"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 LOGOUT_MODES = ("client_id", "id_token_hint")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class ConfigError(ValueError):
@@ -45,6 +48,10 @@ class Settings:
     serve_spa: bool = True
     idp_timeout: float = 5.0
     revocation_timeout: float = 2.0
+    api_upstreams: dict[str, str] = field(default_factory=dict)
+    api_timeout: float = 30.0
+    api_max_body: int = 10 * 1024 * 1024
+    refresh_skew: int = 30
 
     @property
     def https(self) -> bool:
@@ -114,7 +121,31 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         serve_spa=_flag(environ, "BFF_SERVE_SPA", True),
         idp_timeout=_number(environ, "BFF_IDP_TIMEOUT", 5.0, whole=False, maximum=60),
         revocation_timeout=_number(environ, "BFF_REVOCATION_TIMEOUT", 2.0, whole=False, maximum=60),
+        api_upstreams=_upstreams(environ),
+        api_timeout=_number(environ, "BFF_API_TIMEOUT", 30.0, whole=False, maximum=3600),
+        api_max_body=_number(environ, "BFF_API_MAX_BODY", 10 * 1024 * 1024, whole=True),
+        refresh_skew=_number(environ, "BFF_REFRESH_SKEW", 30, whole=True),
     )
+
+
+def _upstreams(environ: Mapping[str, str]) -> dict[str, str]:
+    """`{"name": "https://api.example.com/base"}`: /api/<name>/<path> goes to base + /<path>."""
+    raw = environ.get("BFF_API_UPSTREAMS", "").strip()
+    if not raw:
+        return {}
+    try:
+        upstreams = json.loads(raw)
+    except ValueError:
+        raise ConfigError('BFF_API_UPSTREAMS: must be a JSON object such as {"orders": "https://api/v1"}') from None
+    if not isinstance(upstreams, dict):
+        raise ConfigError('BFF_API_UPSTREAMS: must be a JSON object such as {"orders": "https://api/v1"}')
+    for name, base in upstreams.items():
+        if not UPSTREAM_NAME.match(name):
+            raise ConfigError(f"BFF_API_UPSTREAMS: name {name!r} must be lowercase letters, digits, - or _")
+        parts = urlsplit(base) if isinstance(base, str) else None
+        if not parts or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(f"BFF_API_UPSTREAMS: {name!r} must map to an absolute http(s) URL without query")
+    return {name: base.rstrip("/") for name, base in upstreams.items()}
 
 
 def _encryption_keys(environ: Mapping[str, str], https: bool) -> tuple[tuple[bytes, ...], bool]:

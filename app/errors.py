@@ -21,3 +21,10 @@ class OidcError(BffError):
 class IdpUnavailable(OidcError):
     def __init__(self, description: str) -> None:
         super().__init__("idp_unavailable", description, status=502)
+
+
+class RefreshRefused(OidcError):
+    """The IdP will not refresh this session's tokens any more: the session is over."""
+
+    def __init__(self) -> None:
+        super().__init__("session_expired", "The session has expired; please sign in again.", status=401)

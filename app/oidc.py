@@ -24,7 +24,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from .errors import IdpUnavailable, OidcError
+from .errors import IdpUnavailable, OidcError, RefreshRefused
 from .jwt_checks import UnknownKeyId, validate_id_token, validate_logout_token
 
 log = logging.getLogger(__name__)
@@ -253,6 +253,8 @@ class Provider:
             return validate(token, keys=self.keys(refresh=True), **check)
 
     def userinfo(self, access_token: str) -> dict[str, Any]:
+        """Extra profile claims, best effort: an access token meant for an API (Entra, resource
+        indicators) may not be accepted here, and a sign-in should not fail for want of a name."""
         endpoint = self.metadata.userinfo_endpoint
         if not endpoint:
             return {}
@@ -264,9 +266,35 @@ class Provider:
             )
             response.raise_for_status()
             claims = response.json()
-        except (requests.RequestException, ValueError):
-            raise IdpUnavailable("the IdP's userinfo endpoint failed") from None
+        except (requests.RequestException, ValueError) as error:
+            log.warning("userinfo unavailable (%s): using the id token's claims only", type(error).__name__)
+            return {}
         return claims if isinstance(claims, dict) else {}
+
+    def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """Refresh grant (RFC 6749 §6). Any 4xx, whatever its body, is `RefreshRefused`; no answer
+        or a 5xx is `IdpUnavailable`, since the session may still be good."""
+        with self._oauth_client(self.timeout) as client:
+            try:
+                response = client.post(
+                    self.metadata.token_endpoint,
+                    data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                    auth=client.client_auth(client.token_endpoint_auth_method),
+                    headers={"Accept": "application/json"},
+                    withhold_token=True,
+                )
+            except requests.RequestException:
+                raise IdpUnavailable("the IdP's token endpoint could not be reached") from None
+        if 400 <= response.status_code < 500:
+            raise RefreshRefused()
+        try:
+            response.raise_for_status()
+            tokens = response.json()
+        except (requests.RequestException, ValueError):
+            raise IdpUnavailable("the IdP's token endpoint failed") from None
+        if not isinstance(tokens, dict) or not tokens.get("access_token"):
+            raise IdpUnavailable("the IdP's refresh response lacks an access token")
+        return tokens
 
     # Sign-out -------------------------------------------------------------------------------
 

@@ -97,8 +97,9 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def refuse_oversized_bodies() -> None:
-        # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; refuse up front.
-        limit = app.config.get("MAX_CONTENT_LENGTH")
+        # Werkzeug enforces the limit only while a view reads the body; refuse a declared
+        # oversized body up front. The proxy raises its own limit before this runs.
+        limit = request.max_content_length
         if limit is not None and (request.content_length or 0) > limit:
             raise RequestEntityTooLarge()
 

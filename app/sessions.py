@@ -33,6 +33,10 @@ SESSION_ID = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{43})$")
 HANDLE = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{10})$")
 LOGIN_PREFIX = "bff:login:"
 SESSION_PATTERN = "bff:{*}:s:*"
+RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def digest(value: str) -> str:
@@ -92,6 +96,10 @@ def sid_pointer_key(sid: str) -> str:
     return f"bff:sid:{{{digest(sid)[:22]}}}"
 
 
+def refresh_lock_key(ref: SessionRef) -> str:
+    return f"bff:{{{ref.tag}}}:lock:{ref.key_id}"
+
+
 def jti_key(issuer: str, jti: str) -> str:
     return f"bff:jti:{{{digest(issuer + ' ' + jti)[:22]}}}"
 
@@ -132,6 +140,7 @@ class SessionStore:
         self.cipher = cipher
         self.idle_timeout = idle_timeout
         self._encoder = msgspec.msgpack.Encoder()
+        self._release = client.register_script(RELEASE_IF_OWNER)
         self._decoder = msgspec.msgpack.Decoder()
 
     # One session ------------------------------------------------------------------------------
@@ -194,6 +203,23 @@ class SessionStore:
             pipe.expireat(index, index_until, nx=True)
             pipe.expireat(index, index_until, gt=True)
         pipe.execute()
+
+    def replace_tokens(self, ref: SessionRef, record: dict[str, Any], tokens: dict[str, Any]) -> dict[str, Any]:
+        """Store refreshed tokens in the record (its idle expiry restarts: a request just used it)."""
+        updated = dict(record)
+        updated["tokens"] = self.seal_tokens(ref, tokens)
+        updated["access_expires_at"] = _expiry(tokens.get("expires_in"), now())
+        self.write(ref, updated)
+        return updated
+
+    def acquire_refresh_lock(self, ref: SessionRef, lease_ms: int) -> str | None:
+        """One refresher per session across every worker and host; the lease outlives an IdP call."""
+        owner = secrets.token_urlsafe(16)
+        return owner if self.client.set(refresh_lock_key(ref), owner, nx=True, px=lease_ms) else None
+
+    def release_refresh_lock(self, ref: SessionRef, owner: str) -> None:
+        """Delete the lock only if still ours: a lease that ran out may belong to another worker now."""
+        self._release(keys=[refresh_lock_key(ref)], args=[owner])
 
     # Many sessions ----------------------------------------------------------------------------
 

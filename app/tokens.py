@@ -1,4 +1,4 @@
-"""What happens to tokens when sessions end: the one revocation path.
+"""Tokens over a session's life: refreshed under a lock, revoked when the session ends.
 
 Logout, back-channel logout and the `flask sessions revoke` commands all call `end_sessions`, so
 ending a session means the same thing everywhere: the records and their index entries are gone
@@ -10,14 +10,18 @@ alive here.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from .errors import BffError, IdpUnavailable, OidcError, RefreshRefused
 from .oidc import Provider
-from .sessions import EndedSession, SessionFilter, SessionStore
+from .sessions import EndedSession, SessionFilter, SessionRef, SessionStore
 
 log = logging.getLogger(__name__)
 
 MAX_PARALLEL_REVOCATIONS = 8
+REFRESH_POLL_SECONDS = 0.02
 
 
 def end_sessions(store: SessionStore, provider: Provider, flt: SessionFilter) -> list[EndedSession]:
@@ -31,3 +35,91 @@ def end_sessions(store: SessionStore, provider: Provider, flt: SessionFilter) ->
     for session in ended:
         log.info("session %s ended", session.handle)
     return ended
+
+
+def access_token_for(
+    store: SessionStore,
+    provider: Provider,
+    ref: SessionRef,
+    record: dict[str, Any],
+    *,
+    skew: int,
+) -> str:
+    """A usable access token for this session, refreshed first when it expires within `skew`.
+
+    oauth2-proxy's discipline, across every worker and host: take the session's Redis lock,
+    reload the session, check again whether a refresh is still needed (another worker may have
+    done it), refresh, save, release. Whoever does not get the lock waits for the new token
+    instead of spending the (rotating, single-use) refresh token a second time.
+    """
+    if not _needs_refresh(record, skew):
+        return store.open_tokens(ref, record)["access_token"]
+    lease_ms = int((2 * provider.timeout + 1) * 1000)  # outlives the slowest IdP answer we wait for
+    deadline = time.monotonic() + lease_ms / 1000 + provider.timeout
+    while True:
+        owner = store.acquire_refresh_lock(ref, lease_ms)
+        if owner:
+            try:
+                return _refresh_locked(store, provider, ref, skew)
+            finally:
+                store.release_refresh_lock(ref, owner)
+        time.sleep(REFRESH_POLL_SECONDS)
+        record = store.read(ref)
+        if record is None:
+            raise RefreshRefused()  # ended meanwhile (the refresh was refused, or a logout)
+        if not _needs_refresh(record, skew):
+            return store.open_tokens(ref, record)["access_token"]
+        if time.monotonic() > deadline:
+            raise BffError(503, "refresh_in_progress", "The session's tokens are being refreshed; try again.")
+
+
+def _refresh_locked(store: SessionStore, provider: Provider, ref: SessionRef, skew: int) -> str:
+    record = store.read(ref)
+    if record is None:
+        raise RefreshRefused()
+    tokens = store.open_tokens(ref, record)
+    if not _needs_refresh(record, skew):
+        return tokens["access_token"]
+    if not tokens.get("refresh_token"):
+        if _expired(record):
+            end_sessions(store, provider, SessionFilter(session=ref))
+            raise RefreshRefused()
+        return tokens["access_token"]  # nothing to refresh with; use it while it lasts
+    try:
+        fresh = provider.refresh(tokens["refresh_token"])
+        if fresh.get("id_token"):
+            claims = provider.verify_id_token(fresh["id_token"], nonce=None, access_token=fresh["access_token"])
+            if claims["sub"] != record["sub"]:
+                raise RefreshRefused()
+    except (RefreshRefused, OidcError) as error:
+        if isinstance(error, IdpUnavailable) and not _expired(record):
+            log.warning("session %s: refresh failed, the IdP is unavailable; using the current token", ref.handle)
+            return tokens["access_token"]
+        if isinstance(error, IdpUnavailable):
+            raise
+        log.info("session %s: the IdP refused the refresh (%s); ending it", ref.handle, error.code)
+        end_sessions(store, provider, SessionFilter(session=ref))
+        raise RefreshRefused() from None
+    store.replace_tokens(
+        ref,
+        record,
+        {
+            "access_token": fresh["access_token"],
+            # RFC 6749 §6: without a new refresh token, the old one stays valid.
+            "refresh_token": fresh.get("refresh_token") or tokens["refresh_token"],
+            "id_token": fresh.get("id_token") or tokens["id_token"],
+            "expires_in": fresh.get("expires_in"),
+        },
+    )
+    log.info("session %s: tokens refreshed", ref.handle)
+    return fresh["access_token"]
+
+
+def _needs_refresh(record: dict[str, Any], skew: int) -> bool:
+    expires_at = record.get("access_expires_at")
+    return expires_at is not None and expires_at - skew <= time.time()
+
+
+def _expired(record: dict[str, Any]) -> bool:
+    expires_at = record.get("access_expires_at")
+    return expires_at is not None and expires_at <= time.time()

@@ -1,4 +1,4 @@
-"""`make run`: the whole demo on this machine — Redis, the dev IdP, the BFF under gunicorn.
+"""`make run`: the whole demo on this machine — Redis, the dev IdP, the sample API, the BFF.
 
 Uses BFF_REDIS_URL when set; otherwise starts a redis-server of its own under .run/ (never the
 system one). Ports: BFF_PORT (8000) and IDP_PORT (9000). Ctrl-C stops all three.
@@ -6,13 +6,14 @@ system one). Ports: BFF_PORT (8000) and IDP_PORT (9000). Ctrl-C stops all three.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import sys
 import time
 
-from dev.stack import ROOT, bff_env, free_port, start_bff, start_idp, start_redis
+from dev.stack import ROOT, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
 
 
 def port_is_free(port: int) -> bool:
@@ -46,11 +47,16 @@ def main() -> int:
             services.append(start_redis(redis_port, workdir))
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
         services.append(start_idp(idp_port, issuer, workdir, [bff_url]))
-        services.append(start_bff(bff_port, bff_env(bff_url, issuer, redis_url), workdir / "bff.log"))
+        echo_port = free_port()
+        services.append(start_echo(echo_port, issuer, workdir))
+        upstreams = json.dumps({"echo": f"http://127.0.0.1:{echo_port}"})
+        env = bff_env(bff_url, issuer, redis_url, BFF_API_UPSTREAMS=upstreams)
+        services.append(start_bff(bff_port, env, workdir / "bff.log"))
         print(
             f"\n  BFF demo running:  {bff_url}\n"
             "  Sign in with any user name and any password (the development IdP accepts all).\n"
-            f"  IdP: {issuer}   Redis: {redis_url}   Logs: {workdir}/*.log\n"
+            f"  IdP: {issuer}   Redis: {redis_url}   Sample API: /api/echo/ (port {echo_port})\n"
+            f"  Logs: {workdir}/*.log\n"
             "  Press Ctrl-C to stop.\n",
             flush=True,
         )

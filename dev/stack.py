@@ -88,6 +88,7 @@ def start_redis(port: int, workdir: Path) -> Service:
 # One secret for every BFF this process starts, as instances sharing one Redis must share it.
 DEV_SECRET_KEY = secrets.token_urlsafe(32)
 DEV_TOKEN_ENCRYPTION_KEY = generate_key()
+API_AUDIENCE = "urn:bff-dev:echo-api"
 CLIENT_ID = "bff-dev"
 CLIENT_SECRET = "dev-client-secret-0123456789abcdef"  # noqa: S105 - the dev IdP's, known to all
 
@@ -97,6 +98,7 @@ def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], **extr
     back-channel logout endpoint."""
     env = {
         "IDP_BACKCHANNEL_LOGOUT_URI": f"{bff_urls[0]}/bff/backchannel-logout",
+        "IDP_API_AUDIENCE": API_AUDIENCE,
         "IDP_ISSUER": issuer,
         "IDP_PORT": str(port),
         "IDP_CLIENT_ID": CLIENT_ID,
@@ -107,6 +109,15 @@ def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], **extr
     }
     service = Service("idp", ["node", "server.js"], workdir / "idp.log", env, cwd=ROOT / "dev" / "idp")
     service.wait_until(lambda: requests.get(f"{issuer}/.well-known/openid-configuration", timeout=1).ok)
+    return service
+
+
+def start_echo(port: int, issuer: str, workdir: Path) -> Service:
+    """The sample API, checking access tokens from the IdP at `issuer`."""
+    args = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "16"]
+    env = {"ECHO_ISSUER": issuer, "ECHO_AUDIENCE": API_AUDIENCE}
+    service = Service("echo-api", [*args, "dev.echo_api:app"], workdir / "echo-api.log", env)
+    service.wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 401)
     return service
 
 

@@ -42,6 +42,22 @@ $("login").addEventListener("click", () => {
   window.location.assign(`/bff/login?returnUrl=${encodeURIComponent(returnUrl)}`);
 });
 
+$("call-api").addEventListener("click", async () => {
+  // The BFF adds the access token (refreshing it when due); this page never sees it.
+  const { status, body } = await bff("/api/echo/hello?from=spa");
+  const result = $("api-result");
+  result.hidden = false;
+  if (status === 200) {
+    result.textContent = `The API says you are ${body.sub}.\n${JSON.stringify({ path: body.path, query: body.query }, null, 2)}`;
+  } else if (status === 401) {
+    result.textContent = "Your session has ended; please log in again.";
+    show(false);
+    $("status").textContent = "Signed out.";
+  } else {
+    result.textContent = `The API call failed (${status}): ${body.error_description || body.error || "error"}`;
+  }
+});
+
 $("logout").addEventListener("click", async () => {
   const { status, body } = await bff("/bff/logout", { method: "POST" });
   if (status === 200 && body.logout_url) {

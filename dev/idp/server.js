@@ -12,15 +12,19 @@
 //   IDP_POST_LOGOUT_REDIRECT_URIS  space-separated (default http://localhost:8000/)
 //   IDP_BACKCHANNEL_LOGOUT_URI optional back-channel logout endpoint of the BFF
 //   IDP_ACCESS_TOKEN_TTL       seconds (default 300)
+//   IDP_API_AUDIENCE           the sample API's resource indicator (default urn:bff-dev:echo-api):
+//                              access tokens are JWTs for it, so the API can check them offline
 //   IDP_JWKS_FILE              tests only: the signing keys (a private JWKS), so a test can also sign
 //                              tokens this IdP would accept, such as forged logout tokens
+//   IDP_TOKEN_DELAY_MS         tests only: answer the token endpoint this much later, as a
+//                              distant IdP would (widens the window a refresh race needs)
 //   IDP_ISSUED_TOKENS_FILE     tests only: append every token response here, one JSON per line,
 //                              so a test can prove that no issued token leaks out of the BFF.
 import { setDefaultResultOrder } from 'node:dns';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // The BFF listens on 127.0.0.1 in development; Node would otherwise try ::1 first for localhost.
 setDefaultResultOrder('ipv4first');
@@ -29,6 +33,8 @@ const env = process.env;
 const issuer = new URL(env.IDP_ISSUER || 'http://127.0.0.1:9000/realms/dev');
 const mountPath = issuer.pathname.replace(/\/$/, '');
 const port = Number(env.IDP_PORT || issuer.port || 80);
+const apiAudience = env.IDP_API_AUDIENCE || 'urn:bff-dev:echo-api';
+const accessTokenTTL = Number(env.IDP_ACCESS_TOKEN_TTL || 300);
 const words = (value, fallback) => (value || fallback).split(/\s+/).filter(Boolean);
 
 const client = {
@@ -77,7 +83,19 @@ const configuration = {
     backchannelLogout: { enabled: true },
     revocation: { enabled: true },
     userinfo: { enabled: true },
+    // Every access token is a JWT for the sample API (RFC 8707 resource indicators, defaulted).
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async () => apiAudience,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (_ctx, resource) => {
+        if (resource !== apiAudience) throw new errors.InvalidTarget();
+        return { scope: 'api', audience: apiAudience, accessTokenFormat: 'jwt', accessTokenTTL };
+      },
+    },
   },
+  // Profile claims go into the id token too: userinfo only serves access tokens meant for the IdP.
+  conformIdTokenClaims: false,
   pkce: { required: () => true },
   // Refresh tokens rotate: reusing an old one revokes the whole grant, like strict IdPs do.
   rotateRefreshToken: true,
@@ -85,7 +103,7 @@ const configuration = {
   // offline_access unless the request carries prompt=consent (OpenID Connect Core §11).
   issueRefreshToken: async (_ctx, theClient) => theClient.grantTypeAllowed('refresh_token'),
   ttl: {
-    AccessToken: Number(env.IDP_ACCESS_TOKEN_TTL || 300),
+    AccessToken: accessTokenTTL,
     AuthorizationCode: 60,
     IdToken: 3600,
     RefreshToken: 24 * 3600,
@@ -106,10 +124,18 @@ if (env.IDP_JWKS_FILE) {
 const provider = new Provider(issuer.href.replace(/\/$/, ''), configuration);
 provider.proxy = true;
 
+const tokenDelay = Number(env.IDP_TOKEN_DELAY_MS || 0);
+if (tokenDelay) {
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/token') await new Promise((resolve) => setTimeout(resolve, tokenDelay));
+    await next();
+  });
+}
+
 if (env.IDP_ISSUED_TOKENS_FILE) {
   provider.on('grant.success', (ctx) => {
     const { access_token, refresh_token, id_token } = ctx.body || {};
-    const issued = { access_token, refresh_token, id_token };
+    const issued = { grant_type: ctx.oidc.params.grant_type, access_token, refresh_token, id_token };
     appendFileSync(env.IDP_ISSUED_TOKENS_FILE, `${JSON.stringify(issued)}\n`);
   });
 }

@@ -14,7 +14,9 @@ from joserfc.jwk import RSAKey
 from support.agent import Agent
 
 from app.sessions import SESSION_PATTERN, SessionRef, record_key
-from dev.stack import CLIENT_ID, CLIENT_SECRET, bff_env, free_port, start_bff, start_idp, start_redis
+from dev.stack import CLIENT_ID, CLIENT_SECRET, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
+
+API_MAX_BODY = 1024 * 1024
 
 
 @dataclass
@@ -27,18 +29,26 @@ class Stack:
     tokens_file: Path
     redis: redis.Redis
     signing_key: RSAKey
+    echo_url: str
 
     def issued_tokens(self) -> set[str]:
         """Every access, refresh and id token the IdP has issued so far in this run."""
         tokens = set()
         if self.tokens_file.exists():
             for line in self.tokens_file.read_text().splitlines():
-                tokens.update(v for v in json.loads(line).values() if v)
+                issued = json.loads(line)
+                tokens.update(issued[k] for k in ("access_token", "refresh_token", "id_token") if issued.get(k))
         return tokens
 
     def idp_token_request(self, **form: str) -> requests.Response:
         """Call the IdP's token endpoint as the BFF's client would, e.g. to try a refresh token."""
         return requests.post(f"{self.issuer}/token", data=form, auth=(CLIENT_ID, CLIENT_SECRET), timeout=5)
+
+    def token_grants(self) -> list[str]:
+        """The grant type of every successful token request, in order."""
+        if not self.tokens_file.exists():
+            return []
+        return [json.loads(line)["grant_type"] for line in self.tokens_file.read_text().splitlines()]
 
     def latest_tokens(self) -> dict[str, str]:
         """The most recent token response the IdP sent (to whichever BFF asked)."""
@@ -57,7 +67,7 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(workdir):
-    ports = {name: free_port() for name in ("redis", "idp", "bff", "bff_hint")}
+    ports = {name: free_port() for name in ("redis", "idp", "bff", "bff_hint", "echo", "closed")}
     issuer = f"http://127.0.0.1:{ports['idp']}/realms/test"
     bff_url = f"http://localhost:{ports['bff']}"
     bff_hint_url = f"http://localhost:{ports['bff_hint']}"
@@ -79,11 +89,28 @@ def stack(workdir):
                 IDP_JWKS_FILE=str(jwks_file),
             )
         )
-        services.append(start_bff(ports["bff"], bff_env(bff_url, issuer, redis_url), workdir / "bff.log"))
+        services.append(start_echo(ports["echo"], issuer, workdir))
+        echo_url = f"http://127.0.0.1:{ports['echo']}"
+        upstreams = {
+            "echo": echo_url,
+            "echo-base": f"{echo_url}/base/path",
+            "closed": f"http://127.0.0.1:{ports['closed']}",
+        }
+        env = bff_env(
+            bff_url,
+            issuer,
+            redis_url,
+            BFF_API_UPSTREAMS=json.dumps(upstreams),
+            BFF_API_TIMEOUT="2",
+            BFF_API_MAX_BODY=str(API_MAX_BODY),
+        )
+        services.append(start_bff(ports["bff"], env, workdir / "bff.log"))
         hint_env = bff_env(bff_hint_url, issuer, redis_url, BFF_LOGOUT_MODE="id_token_hint")
         services.append(start_bff(ports["bff_hint"], hint_env, workdir / "bff-hint.log", workers=1))
         client = redis.Redis.from_url(redis_url)
-        yield Stack(issuer, redis_url, bff_url, bff_hint_url, workdir / "bff.log", tokens_file, client, signing_key)
+        yield Stack(
+            issuer, redis_url, bff_url, bff_hint_url, workdir / "bff.log", tokens_file, client, signing_key, echo_url
+        )
         client.close()
     finally:
         for service in reversed(services):

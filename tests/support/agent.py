@@ -41,7 +41,9 @@ class Agent(requests.Session):
     def _record(self, response: requests.Response, *args, **kwargs) -> None:
         if response.url.startswith(self.bff_url):
             headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
-            RECORDED.append(Recorded(response.url, response.status_code, headers, response.text))
+            # A streamed body belongs to the test reading it; only its headers are recorded.
+            body = "" if kwargs.get("stream") else response.text
+            RECORDED.append(Recorded(response.url, response.status_code, headers, body))
 
     # The SPA's calls ----------------------------------------------------------------------------
 

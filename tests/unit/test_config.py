@@ -28,6 +28,14 @@ def test_minimal_environment_gets_documented_defaults():
     assert settings.logout_mode == "client_id"
 
 
+def test_api_upstreams_are_a_json_object_of_base_urls():
+    settings = load_settings(
+        {**BASE, "BFF_API_UPSTREAMS": '{"orders": "https://api.example.com/v1/", "echo": "http://127.0.0.1:9100"}'}
+    )
+    assert settings.api_upstreams == {"orders": "https://api.example.com/v1", "echo": "http://127.0.0.1:9100"}
+    assert load_settings(BASE).api_upstreams == {}
+
+
 def test_issuer_with_a_path_is_kept_exactly():
     assert load_settings(BASE).issuer == "https://idp.example.com/realms/demo"
     trailing = load_settings({**BASE, "BFF_OIDC_ISSUER": "https://tenant.auth0.com/"})
@@ -79,6 +87,15 @@ def test_several_encryption_keys_are_kept_in_order_for_rotation():
         ({"BFF_SECRET_KEY": "short"}, "BFF_SECRET_KEY"),
         ({"BFF_SERVE_SPA": "maybe"}, "BFF_SERVE_SPA"),
         ({"BFF_IDP_TIMEOUT": "0"}, "BFF_IDP_TIMEOUT"),
+        ({"BFF_API_UPSTREAMS": "echo=http://x"}, "BFF_API_UPSTREAMS"),
+        ({"BFF_API_UPSTREAMS": '["http://x"]'}, "BFF_API_UPSTREAMS"),
+        ({"BFF_API_UPSTREAMS": '{"Bad Name": "http://x"}'}, "BFF_API_UPSTREAMS"),
+        ({"BFF_API_UPSTREAMS": '{"echo": "ftp://x"}'}, "BFF_API_UPSTREAMS"),
+        ({"BFF_API_UPSTREAMS": '{"echo": "http://x/?q=1"}'}, "BFF_API_UPSTREAMS"),
+        ({"BFF_API_UPSTREAMS": '{"echo": 5}'}, "BFF_API_UPSTREAMS"),
+        ({"BFF_API_TIMEOUT": "-1"}, "BFF_API_TIMEOUT"),
+        ({"BFF_API_MAX_BODY": "1.5"}, "BFF_API_MAX_BODY"),
+        ({"BFF_REFRESH_SKEW": "soon"}, "BFF_REFRESH_SKEW"),
     ],
 )
 def test_invalid_setting_is_reported_by_its_variable_name(change, variable):

@@ -1,0 +1,125 @@
+"""Refresh under concurrency: one refresh per expiry across 4 gunicorn workers, no lost session.
+
+A private stack: an IdP whose access tokens live 2 seconds, whose refresh tokens rotate (a reused
+one revokes the whole grant, as strict IdPs do) and whose token endpoint answers after 250 ms like
+a distant one, the sample API, and a BFF with 4 workers that refreshes 1 second before expiry.
+The tests wait for real expiry: that is what they test.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support.agent import Agent
+
+from dev.stack import CLIENT_ID, CLIENT_SECRET, bff_env, free_port, start_bff, start_echo, start_idp
+
+ACCESS_TOKEN_TTL = 2
+
+
+@dataclass
+class RefreshStack:
+    bff_url: str
+    issuer: str
+    tokens_file: Path
+
+    def grants(self) -> list[str]:
+        return [json.loads(line)["grant_type"] for line in self.tokens_file.read_text().splitlines()]
+
+    def latest(self) -> dict:
+        return json.loads(self.tokens_file.read_text().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def refresh_stack(stack, workdir):
+    idp_port, echo_port, bff_port = free_port(), free_port(), free_port()
+    issuer = f"http://127.0.0.1:{idp_port}/realms/refresh"
+    bff_url = f"http://localhost:{bff_port}"
+    tokens_file = workdir / "refresh-issued.jsonl"
+    services = [
+        start_idp(
+            idp_port,
+            issuer,
+            workdir,
+            [bff_url],
+            IDP_ACCESS_TOKEN_TTL=str(ACCESS_TOKEN_TTL),
+            IDP_TOKEN_DELAY_MS="250",
+            IDP_ISSUED_TOKENS_FILE=str(tokens_file),
+        )
+    ]
+    try:
+        services.append(start_echo(echo_port, issuer, workdir))
+        env = bff_env(
+            bff_url,
+            issuer,
+            stack.redis_url,
+            BFF_API_UPSTREAMS=json.dumps({"echo": f"http://127.0.0.1:{echo_port}"}),
+            BFF_REFRESH_SKEW="1",
+        )
+        services.append(start_bff(bff_port, env, workdir / "bff-refresh.log", workers=4))
+        yield RefreshStack(bff_url, issuer, tokens_file)
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def wait_until_expired(access_token: str) -> None:
+    """Sleep past the token's exp: the BFF must now refresh before forwarding."""
+    payload = access_token.split(".")[1]
+    expires_at = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
+    time.sleep(max(0.0, expires_at - time.time() + 0.2))
+
+
+def call_api_concurrently(agent: Agent, callers: int) -> list[int]:
+    def call(_):
+        return agent.get(f"{agent.bff_url}/api/echo/data", headers={"X-CSRF": "1"}, timeout=30).status_code
+
+    with ThreadPoolExecutor(callers) as pool:
+        return list(pool.map(call, range(callers)))
+
+
+def test_fifty_concurrent_calls_right_after_expiry_all_succeed_on_one_refresh(refresh_stack):
+    with Agent(refresh_stack.bff_url, record=False) as agent:
+        agent.adapters["http://"].init_poolmanager(connections=64, maxsize=64)
+        agent.login("racer")
+        refreshes_before = refresh_stack.grants().count("refresh_token")
+        wait_until_expired(refresh_stack.latest()["access_token"])
+        statuses = call_api_concurrently(agent, 50)
+        assert statuses == [200] * 50
+        assert refresh_stack.grants().count("refresh_token") == refreshes_before + 1
+
+
+def test_three_rounds_of_expiry_with_twenty_callers_each_never_see_a_401(refresh_stack):
+    with Agent(refresh_stack.bff_url, record=False) as agent:
+        agent.adapters["http://"].init_poolmanager(connections=32, maxsize=32)
+        agent.login("rounds")
+        refreshes_before = refresh_stack.grants().count("refresh_token")
+        for _ in range(3):
+            wait_until_expired(refresh_stack.latest()["access_token"])
+            assert call_api_concurrently(agent, 20) == [200] * 20
+        assert refresh_stack.grants().count("refresh_token") == refreshes_before + 3
+        assert agent.user().status_code == 200
+
+
+def test_a_refresh_the_idp_refuses_ends_the_session_with_session_expired(stack, refresh_stack):
+    with Agent(refresh_stack.bff_url, record=False) as agent:
+        agent.login("refused")
+        tokens = refresh_stack.latest()
+        # The grant dies at the IdP behind the BFF's back (an admin revoked it).
+        revoked = agent.post(
+            f"{refresh_stack.issuer}/token/revocation",
+            data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
+            auth=(CLIENT_ID, CLIENT_SECRET),
+        )
+        assert revoked.status_code == 200
+        wait_until_expired(tokens["access_token"])
+        response = agent.get(f"{refresh_stack.bff_url}/api/echo/data", headers={"X-CSRF": "1"})
+        assert response.status_code == 401
+        assert response.json()["error"] == "session_expired"
+        assert agent.user().status_code == 401  # the whole session ended, not just this call
