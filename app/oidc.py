@@ -10,13 +10,14 @@ JWKS keys with or without `kid`, optional claims, terse error bodies.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
 from authlib.integrations.base_client.errors import OAuthError
@@ -110,6 +111,14 @@ def select_token_auth_method(supported: Iterable[str]) -> str:
     return "client_secret_post"
 
 
+def client_secret_basic(client: Any, method: str, uri: str, headers: dict, body: str) -> tuple[str, dict, str]:
+    """RFC 6749 §2.3.1: form-encode the client id and secret, then Basic. Authlib sends them raw,
+    which breaks secrets with `%`, `+` or `:` at IdPs that decode them as the spec says."""
+    credentials = f"{quote_plus(client.client_id)}:{quote_plus(client.client_secret or '')}"
+    headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+    return uri, headers, body
+
+
 def parse_keys(jwks: dict[str, Any]) -> KeySet:
     """Import each key on its own, skipping kinds we cannot use, so one odd key breaks nothing."""
     imported = []
@@ -190,7 +199,7 @@ class Provider:
     # Sign-in --------------------------------------------------------------------------------
 
     def _oauth_client(self, timeout: float) -> OAuth2Session:
-        return OAuth2Session(
+        client = OAuth2Session(
             client_id=self.client_id,
             client_secret=self._client_secret,
             scope=self.scopes,
@@ -200,6 +209,8 @@ class Provider:
             revocation_endpoint_auth_method=select_token_auth_method(self.metadata.token_auth_methods),
             default_timeout=timeout,
         )
+        client.register_client_auth_method(("client_secret_basic", client_secret_basic))
+        return client
 
     def authorization_url(self, *, state: str, nonce: str, code_verifier: str, prompt: str | None = None) -> str:
         extra = {"prompt": prompt} if prompt else {}

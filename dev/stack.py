@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import redis
 import requests
@@ -90,7 +91,9 @@ DEV_SECRET_KEY = secrets.token_urlsafe(32)
 DEV_TOKEN_ENCRYPTION_KEY = generate_key()
 API_AUDIENCE = "urn:bff-dev:echo-api"
 CLIENT_ID = "bff-dev"
-CLIENT_SECRET = "dev-client-secret-0123456789abcdef"  # noqa: S105 - the dev IdP's, known to all
+# The dev IdP's, known to all. Its odd characters prove client authentication encodes them (RFC 6749 §2.3.1).
+CLIENT_SECRET = "dev secret+with/odd%chars:0123456789"  # noqa: S105
+BASIC_AUTH = (quote_plus(CLIENT_ID), quote_plus(CLIENT_SECRET))  # for tests calling the IdP directly
 
 
 def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], **extra_env: str) -> Service:

@@ -14,7 +14,7 @@ from joserfc.jwk import RSAKey
 from support.agent import Agent
 
 from app.sessions import SESSION_PATTERN, SessionRef, record_key
-from dev.stack import CLIENT_ID, CLIENT_SECRET, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
+from dev.stack import BASIC_AUTH, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
 
 API_MAX_BODY = 1024 * 1024
 
@@ -42,7 +42,7 @@ class Stack:
 
     def idp_token_request(self, **form: str) -> requests.Response:
         """Call the IdP's token endpoint as the BFF's client would, e.g. to try a refresh token."""
-        return requests.post(f"{self.issuer}/token", data=form, auth=(CLIENT_ID, CLIENT_SECRET), timeout=5)
+        return requests.post(f"{self.issuer}/token", data=form, auth=BASIC_AUTH, timeout=5)
 
     def token_grants(self) -> list[str]:
         """The grant type of every successful token request, in order."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from support.agent import Agent
 
-from dev.stack import CLIENT_ID, CLIENT_SECRET, bff_env, free_port, start_bff, start_echo, start_idp
+from dev.stack import BASIC_AUTH, bff_env, free_port, start_bff, start_echo, start_idp
 
 ACCESS_TOKEN_TTL = 2
 
@@ -115,7 +115,7 @@ def test_a_refresh_the_idp_refuses_ends_the_session_with_session_expired(stack, 
         revoked = agent.post(
             f"{refresh_stack.issuer}/token/revocation",
             data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
-            auth=(CLIENT_ID, CLIENT_SECRET),
+            auth=BASIC_AUTH,
         )
         assert revoked.status_code == 200
         wait_until_expired(tokens["access_token"])
