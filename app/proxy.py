@@ -11,7 +11,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import requests
 import urllib3
 from flask import Blueprint, Response, current_app, request, session
 
@@ -33,7 +32,9 @@ NOT_RETURNED = HOP_BY_HOP | {"set-cookie"}
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 5.0
 
-_http = requests.Session()  # one connection pool per worker, kept alive to the upstreams
+# One connection pool per worker, kept alive to the upstreams. urllib3 rather than requests: no
+# per-request environment lookups, and the bytes stream through untouched.
+_pool = urllib3.PoolManager(num_pools=32, maxsize=32, block=False)
 
 
 class _SizedStream:
@@ -76,30 +77,42 @@ def forward(name: str, path: str) -> Response:
         skew=settings.refresh_skew,
     )
     upstream = _send(f"{base}/{path}", token, name, settings)
-    headers = [(k, v) for k, v in upstream.raw.headers.items() if k.lower() not in NOT_RETURNED]
-    response = Response(_relay(upstream), status=upstream.status_code, headers=headers, direct_passthrough=True)
-    response.call_on_close(upstream.close)
-    return response
+    headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in NOT_RETURNED]
+    return Response(_relay(upstream), status=upstream.status, headers=headers, direct_passthrough=True)
 
 
-def _send(url: str, token: str, name: str, settings: Any) -> requests.Response:
+def _send(url: str, token: str, name: str, settings: Any) -> urllib3.BaseHTTPResponse:
     length = request.content_length
-    body = _SizedStream(request.stream, length) if length else (request.stream if _is_chunked() else None)
+    chunked = not length and _is_chunked()
+    body = _SizedStream(request.stream, length) if length else (_chunks(request.stream) if chunked else None)
+    query = request.query_string.decode("latin-1")
     try:
-        return _http.request(
+        return _pool.request(
             request.method,
-            url,
-            params=request.query_string.decode("latin-1") or None,
+            f"{url}?{query}" if query else url,
+            body=body,
             headers=_forwarded_headers(token, name, settings),
-            data=body,
-            stream=True,
-            allow_redirects=False,
-            timeout=(min(CONNECT_TIMEOUT, settings.api_timeout), settings.api_timeout),
+            chunked=chunked,
+            preload_content=False,
+            decode_content=False,
+            redirect=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT, settings.api_timeout), read=settings.api_timeout),
         )
-    except requests.Timeout:
-        raise BffError(504, "upstream_timeout", f"The API '{name}' did not answer in time.") from None
-    except requests.RequestException:
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        reason = getattr(error, "reason", None) or error  # MaxRetryError wraps the cause
+        # A refused connection is a NewConnectionError, which urllib3 derives from its timeouts.
+        timed_out = isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+            reason, urllib3.exceptions.NewConnectionError
+        )
+        if timed_out:
+            raise BffError(504, "upstream_timeout", f"The API '{name}' did not answer in time.") from None
         raise BffError(502, "upstream_unavailable", f"The API '{name}' could not be reached.") from None
+
+
+def _chunks(stream: Any) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK):
+        yield chunk
 
 
 def _is_chunked() -> bool:
@@ -136,11 +149,17 @@ def _foreign_cookies(session_cookie: str) -> str:
     )
 
 
-def _relay(upstream: requests.Response) -> Iterator[bytes]:
-    """The upstream's bytes as they come, still encoded (Content-Encoding and -Length hold)."""
+def _relay(upstream: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """The upstream's bytes as they come, still encoded (Content-Encoding and -Length hold).
+    A complete read returns the connection to the pool; an interrupted one is dropped."""
+    complete = False
     try:
-        yield from upstream.raw.stream(CHUNK, decode_content=False)
+        yield from upstream.stream(CHUNK, decode_content=False)
+        complete = True
     except (urllib3.exceptions.HTTPError, OSError) as error:
         log.warning("upstream response interrupted: %s", type(error).__name__)  # status already sent
     finally:
-        upstream.close()
+        if complete:
+            upstream.release_conn()
+        else:
+            upstream.close()
