@@ -3,13 +3,13 @@
 A configuration problem stops the process with one line naming the variable, not a traceback.
 """
 
-import logging
+import os
 import sys
 
-from app import create_app
+from app import create_app, logs
 from app.config import ConfigError
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logs.configure(os.environ.get("BFF_LOG_LEVEL", "INFO"))
 
 try:
     app = create_app()

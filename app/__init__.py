@@ -6,9 +6,9 @@ import logging
 import os
 from datetime import timedelta
 
-from flask import Flask, jsonify
+from flask import Flask
 
-from . import bff, cli, proxy, security, session_interface, spa
+from . import bff, cli, logs, ops, proxy, security, session_interface, spa
 from .config import Settings, load_settings
 from .oidc import Provider
 
@@ -50,14 +50,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     session_interface.init_app(app, settings.redis_url, settings.session_idle_timeout, settings.token_encryption_keys)
     cli.init_app(app)
     security.init_app(app)
+    logs.init_app(app)
+    ops.init_app(app)
     app.register_blueprint(bff.bp)
     app.register_blueprint(proxy.bp)
     if settings.serve_spa:
         app.register_blueprint(spa.bp)
-
-    @app.get("/healthz")
-    def healthz():
-        """The process is up; touches nothing else."""
-        return jsonify(status="ok")
 
     return app

@@ -6,6 +6,7 @@ import secrets
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request, session
 
+from . import metrics
 from .errors import BffError
 from .jwt_checks import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE
 from .login import begin_login, complete_login, parse_prompt, public_claims
@@ -66,14 +67,15 @@ def login() -> Response:
 def callback() -> Response:
     """Finish sign-in: a fresh session id, tokens stored server-side, back to the return URL."""
     settings = _settings()
-    signed_in = complete_login(
-        _provider(),
-        _attempts(),
-        params=request.args,
-        cookies=request.cookies,
-        session_cookie=settings.cookie_name,
-        fetch_userinfo=settings.fetch_userinfo,
-    )
+    with metrics.outcome(metrics.LOGINS):
+        signed_in = complete_login(
+            _provider(),
+            _attempts(),
+            params=request.args,
+            cookies=request.cookies,
+            session_cookie=settings.cookie_name,
+            fetch_userinfo=settings.fetch_userinfo,
+        )
     # Never reuse the pre-login id: a previous session in this browser ends, a new id is drawn.
     _end_this_session()
     session.sid = new_session_id(signed_in.claims["sub"])
@@ -124,21 +126,24 @@ def logout() -> Response:
         id_token_hint=id_token_hint,
     )
     _end_this_session()
+    metrics.LOGOUTS.inc()
     return jsonify(logout_url=logout_url)
 
 
 @bp.post("/backchannel-logout")
 def backchannel_logout() -> Response:
     """OpenID Connect Back-Channel Logout: the IdP ends our sessions for a sid or a user."""
-    logout_token = request.form.get("logout_token")
-    if not logout_token:
-        raise BffError(400, "invalid_request", "The request carries no logout_token.")
-    provider = _provider()
-    claims = provider.verify_logout_token(logout_token)
-    ttl = int(claims.get("exp", now() + LOGOUT_TOKEN_MAX_AGE)) - now() + CLOCK_SKEW
-    if not _store().remember_logout_token(claims["iss"], str(claims["jti"]), ttl):
-        raise BffError(400, "invalid_request", "This logout token was already used (replayed jti).")
-    end_sessions(_store(), provider, SessionFilter(sid=claims.get("sid"), sub=claims.get("sub")))
+    with metrics.outcome(metrics.BACKCHANNEL_LOGOUTS):
+        logout_token = request.form.get("logout_token")
+        if not logout_token:
+            raise BffError(400, "invalid_request", "The request carries no logout_token.")
+        provider = _provider()
+        claims = provider.verify_logout_token(logout_token)
+        ttl = int(claims.get("exp", now() + LOGOUT_TOKEN_MAX_AGE)) - now() + CLOCK_SKEW
+        if not _store().remember_logout_token(claims["iss"], str(claims["jti"]), ttl):
+            raise BffError(400, "invalid_request", "This logout token was already used (replayed jti).")
+    ended = end_sessions(_store(), provider, SessionFilter(sid=claims.get("sid"), sub=claims.get("sub")))
+    metrics.SESSIONS_ENDED_BY_IDP.inc(len(ended))
     return Response(status=200)
 
 

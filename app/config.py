@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .crypto import generate_key, parse_keys
+from .sessions import parse_redis_url
 
 DEFAULT_SCOPES = "openid profile email offline_access"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 LOGOUT_MODES = ("client_id", "id_token_hint")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
 UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -97,6 +98,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     redis_url = environ.get("BFF_REDIS_URL", DEFAULT_REDIS_URL)
     if urlsplit(redis_url).scheme not in REDIS_SCHEMES:
         raise ConfigError(f"BFF_REDIS_URL: scheme must be one of {', '.join(REDIS_SCHEMES)}")
+    try:
+        parse_redis_url(redis_url)
+    except ValueError as error:
+        raise ConfigError(f"BFF_REDIS_URL: {error}") from None
 
     post_logout = environ.get("BFF_POST_LOGOUT_REDIRECT_URI") or public_url + "/"
     if "BFF_POST_LOGOUT_REDIRECT_URI" in environ:

@@ -7,6 +7,7 @@ and `Authorization` headers and hop-by-hop headers never reach the upstream; the
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import urllib3
 from flask import Blueprint, Response, current_app, request, session
 
+from . import metrics
 from .errors import BffError
 from .security import csrf_protected
 from .sessions import SessionRef
@@ -57,6 +59,14 @@ def allow_api_sized_bodies(endpoint: str | None, values: dict[str, Any] | None) 
     request.max_content_length = current_app.extensions["bff.settings"].api_max_body
 
 
+@bp.after_request
+def count(response: Response) -> Response:
+    name = (request.view_args or {}).get("name")
+    known = name in current_app.extensions["bff.settings"].api_upstreams
+    metrics.PROXY_REQUESTS.labels(name if known else "unknown", str(response.status_code)).inc()
+    return response
+
+
 @bp.route("/<name>/", defaults={"path": ""}, methods=METHODS)
 @bp.route("/<name>/<path:path>", methods=METHODS)
 @csrf_protected
@@ -86,19 +96,28 @@ def _send(url: str, token: str, name: str, settings: Any) -> urllib3.BaseHTTPRes
     chunked = not length and _is_chunked()
     body = _SizedStream(request.stream, length) if length else (_chunks(request.stream) if chunked else None)
     query = request.query_string.decode("latin-1")
+    call = functools.partial(
+        _pool.request,
+        request.method,
+        f"{url}?{query}" if query else url,
+        body=body,
+        headers=_forwarded_headers(token, name, settings),
+        chunked=chunked,
+        preload_content=False,
+        decode_content=False,
+        redirect=False,
+        retries=False,
+        timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT, settings.api_timeout), read=settings.api_timeout),
+    )
     try:
-        return _pool.request(
-            request.method,
-            f"{url}?{query}" if query else url,
-            body=body,
-            headers=_forwarded_headers(token, name, settings),
-            chunked=chunked,
-            preload_content=False,
-            decode_content=False,
-            redirect=False,
-            retries=False,
-            timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT, settings.api_timeout), read=settings.api_timeout),
-        )
+        try:
+            return call()
+        except urllib3.exceptions.ProtocolError:
+            # A kept-alive connection the upstream closed just as we reused it. Without a body,
+            # nothing is lost by asking once more on a new one; with one, the body is spent.
+            if body is not None:
+                raise
+            return call()
     except (urllib3.exceptions.HTTPError, OSError) as error:
         reason = getattr(error, "reason", None) or error  # MaxRetryError wraps the cause
         # A refused connection is a NewConnectionError, which urllib3 derives from its timeouts.

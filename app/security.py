@@ -18,6 +18,7 @@ from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
+from . import metrics
 from .errors import BffError
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,20 @@ def _error_page(code: str, description: str) -> str:
     )
 
 
+DRAIN_LIMIT = 16 * 1024 * 1024
+
+
+def _drain(stream, length: int) -> None:
+    """Read (and drop) a refused body of moderate size, so that the client, still sending, can
+    read our 413 instead of a reset connection; beyond DRAIN_LIMIT the connection just closes."""
+    remaining = length if length <= DRAIN_LIMIT else 0
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 64 * 1024))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+
+
 _HTTP_CODES = {
     400: ("bad_request", "The request is malformed."),
     404: ("not_found", "There is nothing at this address."),
@@ -101,6 +116,7 @@ def init_app(app: Flask) -> None:
         # oversized body up front. The proxy raises its own limit before this runs.
         limit = request.max_content_length
         if limit is not None and (request.content_length or 0) > limit:
+            _drain(request.environ["wsgi.input"], request.content_length)
             raise RequestEntityTooLarge()
 
     @app.errorhandler(BffError)
@@ -123,6 +139,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
         if isinstance(error, RedisError):
+            metrics.REDIS_ERRORS.inc()
             log.error("session store unavailable: %s", type(error).__name__)
             return error_response(
                 503, "session_store_unavailable", "The session store is unavailable; try again shortly."

@@ -1,4 +1,4 @@
-"""Flask-Session's Redis interface, storing through `SessionStore`.
+"""Flask-Session's server-side session interface, storing through `SessionStore`.
 
 Extended only through its documented hooks (`_retrieve_session_data`, `_upsert_session`,
 `_delete_session`, `_get_store_id`), plus a `save_session` that deletes the cookie with the
@@ -12,18 +12,25 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response
-from flask_session.base import ServerSideSession
-from flask_session.redis import RedisSessionInterface
+from flask_session.base import ServerSideSession, ServerSideSessionInterface
+from flask_session.redis import RedisSession
 
 from .crypto import TokenCipher
 from .sessions import LoginAttempts, SessionFilter, SessionRef, SessionStore, make_redis
 
 
-class BffSessionInterface(RedisSessionInterface):
-    """Flask-Session's Redis backend, storing through `SessionStore`."""
+class BffSessionInterface(ServerSideSessionInterface):
+    """A Flask-Session backend storing through `SessionStore`.
+
+    It derives from the backend-neutral base, not from `RedisSessionInterface`: that one replaces
+    any client that is not a `redis.Redis` (a `RedisCluster`, say) with a localhost client,
+    warning only. Our three hooks never use a client of the base's anyway."""
+
+    session_class = RedisSession
+    ttl = True
 
     def __init__(self, app: Flask, store: SessionStore) -> None:
-        super().__init__(app, client=store.client, key_prefix="", sid_length=32)
+        super().__init__(app, key_prefix="", sid_length=32)
         self.store = store
 
     def _get_store_id(self, sid: str) -> str:

@@ -20,9 +20,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from .crypto import TokenCipher, UnreadableTokens
 
@@ -33,6 +38,7 @@ SESSION_ID = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{43})$")
 HANDLE = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{10})$")
 LOGIN_PREFIX = "bff:login:"
 SESSION_PATTERN = "bff:{*}:s:*"
+ALL_SESSIONS_KEY = "bff:sessions"  # sorted set: "<tag> <key id>" scored by when its entries may go
 RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -94,6 +100,10 @@ def sid_index_key(tag: str, sid: str) -> str:
 def sid_pointer_key(sid: str) -> str:
     """Which user an IdP session id belongs to, for logout tokens that carry a sid but no sub."""
     return f"bff:sid:{{{digest(sid)[:22]}}}"
+
+
+def _member(ref: SessionRef) -> str:
+    return f"{ref.tag} {ref.key_id}"
 
 
 def refresh_lock_key(ref: SessionRef) -> str:
@@ -195,6 +205,11 @@ class SessionStore:
         sid = record.get("sid")
         if sid:
             self.client.set(sid_pointer_key(sid), ref.tag, exat=index_until)
+        everyone = self.client.pipeline(transaction=False)
+        everyone.zadd(ALL_SESSIONS_KEY, {_member(ref): index_until})
+        everyone.expireat(ALL_SESSIONS_KEY, index_until, nx=True)
+        everyone.expireat(ALL_SESSIONS_KEY, index_until, gt=True)
+        everyone.execute()
         pipe = self.client.pipeline(transaction=True)
         pipe.set(record_key(ref), self._encoder.encode(record), ex=self.idle_timeout)
         indexes = [user_index_key(ref.tag)] + ([sid_index_key(ref.tag, sid)] if sid else [])
@@ -264,6 +279,7 @@ class SessionStore:
             ended.append(EndedSession(ref.handle, record["sub"], self._refresh_token(ref, record)))
         if len(cleanup):
             cleanup.execute()
+        self.client.zrem(ALL_SESSIONS_KEY, *(_member(ref) for ref in refs))
         return ended
 
     def _refresh_token(self, ref: SessionRef, record: dict[str, Any]) -> str | None:
@@ -293,13 +309,26 @@ class SessionStore:
         return None
 
     def all_refs(self) -> Iterator[SessionRef]:
-        """Every stored session. Walks the keyspace (SCAN): for operators, never on a request path."""
-        for key in self.client.scan_iter(match=SESSION_PATTERN, count=1000):
-            tag, key_id = re.match(r"^bff:\{(.+)\}:s:(.+)$", key.decode()).groups()
+        """Every session not yet ended nor past its lifetime (some may have idled out since:
+        `describe` skips those). Reads the all-sessions index, never SCANs the keyspace."""
+        self.client.zremrangebyscore(ALL_SESSIONS_KEY, "-inf", now())
+        for member, _ in self.client.zscan_iter(ALL_SESSIONS_KEY, count=1000):
+            tag, _, key_id = member.decode().partition(" ")
             yield SessionRef(tag, key_id)
 
+    def count_upper_bound(self) -> int:
+        """Cheap (O(log n)): sessions not ended and not past their lifetime, counting those that
+        idled out without a request as live until then. For a gauge; `describe` is exact."""
+        return self.client.zcount(ALL_SESSIONS_KEY, now(), "+inf")
+
     def describe(self, refs: list[SessionRef]) -> list[SessionInfo]:
-        """Inspection data, read without sliding anyone's idle expiry."""
+        """Inspection data, read without sliding anyone's idle expiry, 1 000 sessions a round trip."""
+        infos: list[SessionInfo] = []
+        for start in range(0, len(refs), 1000):
+            infos.extend(self._describe_batch(refs[start : start + 1000]))
+        return infos
+
+    def _describe_batch(self, refs: list[SessionRef]) -> list[SessionInfo]:
         pipe = self.client.pipeline(transaction=False)
         for ref in refs:
             pipe.get(record_key(ref))
@@ -361,6 +390,72 @@ class LoginAttempts:
         return self.client.delete(self._key(state)) == 1
 
 
-def make_redis(url: str) -> redis.Redis:
-    """A client with bounded timeouts, so a Redis outage answers quickly instead of hanging workers."""
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30)
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where the sessions live, from BFF_REDIS_URL: one server, a Sentinel set, or a Cluster."""
+
+    kind: str  # "single" | "sentinel" | "cluster"
+    url: str
+    nodes: tuple[tuple[str, int], ...] = ()
+    master: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """`redis[s]://…` and `unix://…` as redis-py reads them;
+    `redis[s]+sentinel://[user:pass@]host:port[,host:port…]/<master name>[/<db>]`;
+    `redis[s]+cluster://[user:pass@]host:port[,host:port…]` (startup nodes)."""
+    scheme, _, rest = url.partition("://")
+    base, _, topology = scheme.partition("+")
+    if not topology:
+        return RedisTarget("single", url)
+    if base not in ("redis", "rediss") or topology not in ("sentinel", "cluster"):
+        raise ValueError(f"unknown scheme {scheme!r}")
+    credentials, _, location = rest.rpartition("@")
+    username, _, password = credentials.partition(":") if credentials else ("", "", "")
+    hosts, _, path = location.partition("/")
+    nodes = tuple(_host_port(item, 26379 if topology == "sentinel" else 6379) for item in hosts.split(",") if item)
+    if not nodes:
+        raise ValueError("no host given")
+    parts = [p for p in path.split("/") if p]
+    if topology == "sentinel" and not parts:
+        raise ValueError("a sentinel URL names the master: redis+sentinel://host:26379/mymaster")
+    return RedisTarget(
+        topology,
+        url,
+        nodes,
+        master=parts[0] if parts and topology == "sentinel" else "",
+        db=int(parts[1]) if topology == "sentinel" and len(parts) > 1 else 0,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        tls=base == "rediss",
+    )
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    host, _, port = item.rpartition(":") if ":" in item else (item, "", str(default_port))
+    return host.strip("[]"), int(port)
+
+
+def make_redis(url: str, timeout: float = 1.0) -> redis.Redis | RedisCluster:
+    """A client with bounded timeouts and one quick retry, so a Redis outage answers in about
+    2 × timeout instead of hanging workers; redis-py reconnects by itself when Redis is back."""
+    target = parse_redis_url(url)
+    common = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+        "username": target.username,
+        "password": target.password,
+    }
+    if target.kind == "single":
+        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                    retry=common["retry"], health_check_interval=30)  # fmt: skip
+    if target.kind == "sentinel":
+        sentinel = Sentinel(list(target.nodes), sentinel_kwargs={"socket_timeout": timeout}, ssl=target.tls, **common)
+        return sentinel.master_for(target.master, db=target.db, **common)
+    nodes = [ClusterNode(host, port) for host, port in target.nodes]
+    return RedisCluster(startup_nodes=nodes, ssl=target.tls, cluster_error_retry_attempts=1, **common)

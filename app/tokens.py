@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from . import metrics
 from .errors import BffError, IdpUnavailable, OidcError, RefreshRefused
 from .oidc import Provider
 from .sessions import EndedSession, SessionFilter, SessionRef, SessionStore
@@ -92,6 +93,7 @@ def _refresh_locked(store: SessionStore, provider: Provider, ref: SessionRef, sk
             if claims["sub"] != record["sub"]:
                 raise RefreshRefused()
     except (RefreshRefused, OidcError) as error:
+        metrics.REFRESHES.labels("idp_unavailable" if isinstance(error, IdpUnavailable) else "refused").inc()
         if isinstance(error, IdpUnavailable) and not _expired(record):
             log.warning("session %s: refresh failed, the IdP is unavailable; using the current token", ref.handle)
             return tokens["access_token"]
@@ -111,6 +113,7 @@ def _refresh_locked(store: SessionStore, provider: Provider, ref: SessionRef, sk
             "expires_in": fresh.get("expires_in"),
         },
     )
+    metrics.REFRESHES.labels("success").inc()
     log.info("session %s: tokens refreshed", ref.handle)
     return fresh["access_token"]
 

@@ -40,6 +40,7 @@ def test_no_token_reaches_a_response_or_a_log_line_in_the_whole_run(stack, make_
     logs = "".join(path.read_text(errors="replace") for path in stack.bff_log.parent.glob("bff*.log"))
     assert "GET /bff/user" in logs  # the access log is there to be searched
     assert not [f for f in fragments if f in logs], "a token reached a log line"
+    assert "code=" not in logs and "state=" not in logs, "a sign-in code or state reached a log line"
     assert CLIENT_SECRET not in logs and BASIC_AUTH[1] not in logs
     cookie_values = {m.group(1) for r in RECORDED for m in re.finditer(r"bff=([A-Za-z0-9_.-]{20,})", r.headers)}
     assert cookie_values

@@ -1,0 +1,80 @@
+"""One JSON object per log line, and one access line per request, tied together by a request id.
+
+The request id comes from `X-Request-ID` when it looks like one (so a trace crosses the ingress,
+the BFF and the upstream), is generated otherwise, and is echoed back. Log lines carry the
+session's handle and `sub`, never its cookie, a token or the client secret; failures are logged
+by exception type, since messages can quote request data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+from flask import Flask, Response, g, has_request_context, request, session
+
+from .sessions import SessionRef
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+CONTEXT_FIELDS = ("request_id", "method", "path", "status", "duration_ms", "session", "sub")
+
+access_log = logging.getLogger("bff.access")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if has_request_context() and "request_id" in g:
+            entry["request_id"] = g.request_id
+        entry.update({k: getattr(record, k) for k in CONTEXT_FIELDS if getattr(record, k, None) is not None})
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str = "INFO") -> None:
+    """JSON lines on stderr for the whole process (gunicorn's own lines use the same formatter)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def start_request() -> None:
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        sub = session.get("sub") if session else None
+        ref = SessionRef.from_session_id(session.sid) if sub else None
+        access_log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,  # never the query string: it can carry authorization codes
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+                "session": ref.handle if ref else None,
+                "sub": sub,
+            },
+        )
+        return response

@@ -1,0 +1,85 @@
+"""Prometheus metrics that add up across gunicorn workers (prometheus-client multiprocess mode).
+
+gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a fresh folder before the app is imported;
+without it (the Flask CLI, the test client) the metrics live in this process only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from redis.exceptions import RedisError
+
+from .errors import BffError
+from .sessions import SessionStore
+
+LOGINS = Counter(
+    "bff_logins_total", "Sign-ins completed at /bff/callback, by result (success or error code).", ["result"]
+)
+LOGOUTS = Counter("bff_logouts_total", "Sessions ended by POST /bff/logout.")
+BACKCHANNEL_LOGOUTS = Counter("bff_backchannel_logouts_total", "Back-channel logout requests, by result.", ["result"])
+SESSIONS_ENDED_BY_IDP = Counter("bff_backchannel_sessions_ended_total", "Sessions ended by back-channel logout.")
+REFRESHES = Counter(
+    "bff_token_refreshes_total", "Access-token refreshes, by result (success, refused, idp_unavailable).", ["result"]
+)
+PROXY_REQUESTS = Counter(
+    "bff_proxy_requests_total", "Requests through /api, by upstream and status.", ["upstream", "status"]
+)
+REQUEST_DURATION = Histogram(
+    "bff_request_duration_seconds",
+    "Time to the response's headers, by route, method and status.",
+    ["route", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REDIS_ERRORS = Counter("bff_redis_errors_total", "Requests that failed because Redis did not answer.")
+
+
+@contextmanager
+def outcome(counter: Counter) -> Iterator[None]:
+    """Count a step as `success`, or by the error code it failed with."""
+    try:
+        yield
+    except BffError as error:
+        counter.labels(error.code).inc()
+        raise
+    counter.labels("success").inc()
+
+
+class ActiveSessions:
+    """`bff_sessions_active`, read from the store at scrape time: one ZCOUNT, O(log n)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            value = self.store.count_upper_bound()
+        except RedisError:
+            return  # the rest of the scrape still works while Redis is down
+        yield GaugeMetricFamily(
+            "bff_sessions_active",
+            "Sessions not ended and not past their lifetime (those idle since their last request included).",
+            value=value,
+        )
+
+
+class _ThisProcess:
+    """This process's own metrics, when there are no other workers to add up."""
+
+    def collect(self) -> Iterator:
+        return REGISTRY.collect()
+
+
+def scrape(store: SessionStore) -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(_ThisProcess())
+    registry.register(ActiveSessions(store))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
