@@ -37,13 +37,11 @@ logconfig_dict = {
     },
 }
 
-# Metrics add up across workers through files in one folder, fresh for each server start.
+# Metrics add up across workers through files in one folder, emptied when the server starts
+# (this file is read once, before the app and its metrics are imported).
 metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bff-metrics-"))
-
-
-def on_starting(server):
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    os.makedirs(metrics_dir, exist_ok=True)
+shutil.rmtree(metrics_dir, ignore_errors=True)
+os.makedirs(metrics_dir, exist_ok=True)
 
 
 def child_exit(server, worker):

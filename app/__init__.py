@@ -7,6 +7,7 @@ import os
 from datetime import timedelta
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import bff, cli, logs, ops, proxy, security, session_interface, spa
 from .config import Settings, load_settings
@@ -47,7 +48,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         timeout=settings.idp_timeout,
         revocation_timeout=settings.revocation_timeout,
     )
-    session_interface.init_app(app, settings.redis_url, settings.session_idle_timeout, settings.token_encryption_keys)
+    session_interface.init_app(
+        app, settings.redis_url, settings.redis_timeout, settings.session_idle_timeout, settings.token_encryption_keys
+    )
     cli.init_app(app)
     security.init_app(app)
     logs.init_app(app)
@@ -57,4 +60,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.serve_spa:
         app.register_blueprint(spa.bp)
 
+    if settings.trusted_proxies:
+        # Client address, scheme and host as the reverse proxies in front of us saw them.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
     return app

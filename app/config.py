@@ -53,6 +53,8 @@ class Settings:
     api_timeout: float = 30.0
     api_max_body: int = 10 * 1024 * 1024
     refresh_skew: int = 30
+    trusted_proxies: int = 0
+    redis_timeout: float = 1.0
 
     @property
     def https(self) -> bool:
@@ -130,6 +132,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         api_timeout=_number(environ, "BFF_API_TIMEOUT", 30.0, whole=False, maximum=3600),
         api_max_body=_number(environ, "BFF_API_MAX_BODY", 10 * 1024 * 1024, whole=True),
         refresh_skew=_number(environ, "BFF_REFRESH_SKEW", 30, whole=True),
+        trusted_proxies=_count(environ, "BFF_TRUSTED_PROXIES"),
+        redis_timeout=_number(environ, "BFF_REDIS_TIMEOUT", 1.0, whole=False, maximum=30),
     )
 
 
@@ -198,6 +202,13 @@ def _number(environ: Mapping[str, str], name: str, default: float, whole: bool, 
         limit = f" and at most {maximum:g}" if maximum is not None else ""
         raise ConfigError(f"{name}: must be positive{limit}, got {raw}")
     return value
+
+
+def _count(environ: Mapping[str, str], name: str) -> int:
+    raw = environ.get(name, "").strip() or "0"
+    if not raw.isdigit() or int(raw) > 10:
+        raise ConfigError(f"{name}: must be a whole number from 0 to 10, got {raw!r}")
+    return int(raw)
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:

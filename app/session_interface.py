@@ -69,8 +69,8 @@ class BffSessionInterface(ServerSideSessionInterface):
         super().save_session(app, session, response)
 
 
-def init_app(app: Flask, redis_url: str, idle_timeout: int, encryption_keys: list[bytes]) -> None:
-    client = make_redis(redis_url)
+def init_app(app: Flask, redis_url: str, redis_timeout: float, idle_timeout: int, encryption_keys: list[bytes]) -> None:
+    client = make_redis(redis_url, redis_timeout)
     store = SessionStore(client, TokenCipher(list(encryption_keys)), idle_timeout)
     app.session_interface = BffSessionInterface(app, store)
     app.extensions["bff.redis"] = client

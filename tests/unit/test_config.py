@@ -2,6 +2,7 @@ import pytest
 
 from app.config import ConfigError, load_settings
 from app.crypto import generate_key
+from app.sessions import parse_redis_url
 
 BASE = {
     "BFF_PUBLIC_URL": "http://localhost:8000",
@@ -96,6 +97,10 @@ def test_several_encryption_keys_are_kept_in_order_for_rotation():
         ({"BFF_API_TIMEOUT": "-1"}, "BFF_API_TIMEOUT"),
         ({"BFF_API_MAX_BODY": "1.5"}, "BFF_API_MAX_BODY"),
         ({"BFF_REFRESH_SKEW": "soon"}, "BFF_REFRESH_SKEW"),
+        ({"BFF_TRUSTED_PROXIES": "-1"}, "BFF_TRUSTED_PROXIES"),
+        ({"BFF_REDIS_TIMEOUT": "0"}, "BFF_REDIS_TIMEOUT"),
+        ({"BFF_REDIS_URL": "redis+sentinel://127.0.0.1:26379"}, "BFF_REDIS_URL"),
+        ({"BFF_REDIS_URL": "redis+mesh://127.0.0.1"}, "BFF_REDIS_URL"),
     ],
 )
 def test_invalid_setting_is_reported_by_its_variable_name(change, variable):
@@ -105,3 +110,26 @@ def test_invalid_setting_is_reported_by_its_variable_name(change, variable):
         load_settings(environ)
     assert str(raised.value).startswith(f"{variable}: ")
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "nodes", "master", "db"),
+    [
+        ("redis://127.0.0.1:6379/0", "single", (), "", 0),
+        ("rediss://cache.example.com:6380/2", "single", (), "", 0),
+        ("unix:///run/redis.sock", "single", (), "", 0),
+        ("redis+sentinel://s1:26379,s2:26380/mymaster/3", "sentinel", (("s1", 26379), ("s2", 26380)), "mymaster", 3),
+        ("redis+sentinel://s1/mymaster", "sentinel", (("s1", 26379),), "mymaster", 0),
+        ("redis+cluster://n1:7000,n2:7001,n3:7002", "cluster", (("n1", 7000), ("n2", 7001), ("n3", 7002)), "", 0),
+        ("rediss+cluster://:secret@n1", "cluster", (("n1", 6379),), "", 0),
+    ],
+)
+def test_redis_url_selects_single_sentinel_or_cluster(url, kind, nodes, master, db):
+    target = parse_redis_url(url)
+    assert (target.kind, target.nodes, target.master, target.db) == (kind, nodes, master, db)
+    assert load_settings({**BASE, "BFF_REDIS_URL": url}).redis_url == url
+
+
+def test_redis_credentials_and_tls_come_from_the_url():
+    target = parse_redis_url("rediss+sentinel://bff:p%40ss@s1:26379/main")
+    assert (target.username, target.password, target.tls) == ("bff", "p@ss", True)

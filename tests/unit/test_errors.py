@@ -52,3 +52,19 @@ def test_redis_down_answers_503_session_store_unavailable(app):
 
 def test_healthz_needs_neither_redis_nor_the_idp(app):
     assert app.test_client().get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_behind_trusted_proxies_the_client_address_and_scheme_are_theirs():
+    app = create_app(load_settings({**ENV, "BFF_TRUSTED_PROXIES": "1"}))
+
+    @app.get("/whoami")
+    def whoami():
+        from flask import request
+
+        return {"ip": request.remote_addr, "scheme": request.scheme}
+
+    headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    assert app.test_client().get("/whoami", headers=headers).get_json() == {"ip": "203.0.113.7", "scheme": "https"}
+    untrusting = create_app(load_settings(ENV))
+    untrusting.add_url_rule("/whoami", view_func=app.view_functions["whoami"])
+    assert untrusting.test_client().get("/whoami", headers=headers).get_json()["ip"] == "127.0.0.1"

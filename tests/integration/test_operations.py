@@ -1,0 +1,183 @@
+"""Operating the BFF: readiness, metrics that add up across workers, JSON logs, Redis outages."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import requests
+
+from dev.stack import bff_env, free_port, start_bff, start_echo, start_redis
+
+
+def test_ready_when_redis_and_the_idp_answer(stack):
+    response = requests.get(f"{stack.bff_url}/readyz", timeout=10)
+    assert response.status_code == 200 and response.json() == {"status": "ready"}
+
+
+def test_not_ready_naming_the_idp_when_its_metadata_cannot_be_loaded(stack, workdir):
+    port = free_port()
+    env = bff_env(f"http://localhost:{port}", f"http://127.0.0.1:{free_port()}/realms/gone", stack.redis_url)
+    bff = start_bff(port, env, workdir / "bff-no-idp.log", workers=1)
+    try:
+        response = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=20)
+        assert response.status_code == 503
+        assert response.json()["error"] == "not_ready" and "IdP" in response.json()["error_description"]
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        bff.stop()
+
+
+def test_every_request_gets_a_request_id_and_one_json_access_line(stack, signed_in):
+    response = signed_in.get(f"{stack.bff_url}/bff/user", headers={"X-CSRF": "1", "X-Request-ID": "trace-42.a"})
+    assert response.headers["X-Request-ID"] == "trace-42.a"
+    generated = signed_in.get(f"{stack.bff_url}/bff/user", headers={"X-CSRF": "1", "X-Request-ID": "bad id <script>"})
+    assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["X-Request-ID"])
+    lines = [json.loads(line) for line in stack.bff_log.read_text().splitlines() if line.startswith("{")]
+    (access,) = [e for e in lines if e.get("request_id") == "trace-42.a" and e["logger"] == "bff.access"]
+    assert {"timestamp", "level", "method", "path", "status", "duration_ms", "session", "sub"} <= set(access)
+    assert (access["method"], access["path"], access["status"], access["sub"]) == ("GET", "/bff/user", 200, "alice")
+    assert access["session"] and access["session"] not in signed_in.session_cookie.split(".")[1]
+    assert all(line.startswith("{") for line in stack.bff_log.read_text().splitlines() if line.strip())
+
+
+@pytest.fixture
+def metrics_stack(stack, workdir):
+    """A BFF of its own (2 workers, fresh metrics folder) so its counters start at zero."""
+    port, echo_port = free_port(), free_port()
+    echo = start_echo(echo_port, stack.issuer, workdir)
+    env = bff_env(
+        f"http://localhost:{port}",
+        stack.issuer,
+        stack.redis_url,
+        BFF_API_UPSTREAMS=json.dumps({"echo": f"http://127.0.0.1:{echo_port}"}),
+        PROMETHEUS_MULTIPROC_DIR=str(workdir / f"metrics-{port}"),
+        BFF_THREADS="1",  # one request at a time per worker: concurrent calls must use both
+    )
+    bff = start_bff(port, env, workdir / "bff-metrics.log", workers=2)
+    try:
+        yield f"http://127.0.0.1:{port}", workdir / f"metrics-{port}"
+    finally:
+        bff.stop()
+        echo.stop()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_add_up_across_two_workers(stack, make_agent, metrics_stack):
+    metrics_stack, metrics_dir = metrics_stack
+    # Sessions are shared through Redis: sign in at the main BFF, then use the metrics BFF.
+    a = make_agent()
+    a.login("metered")
+    cookie = {"bff": a.session_cookie}
+    headers = {"X-CSRF": "1"}
+    slow = f"{metrics_stack}/api/echo/slow?seconds=0.5"
+    with ThreadPoolExecutor(2) as pool:  # two at once: each of the two workers takes one
+        calls = [pool.submit(requests.get, slow, headers=headers, cookies=cookie, timeout=10) for _ in range(2)]
+        assert [c.result().status_code for c in calls] == [200, 200]
+    with requests.Session() as http:
+        for _ in range(6):
+            assert http.get(f"{metrics_stack}/api/echo/x", headers=headers, cookies=cookie).status_code == 200
+        for _ in range(3):
+            assert http.get(f"{metrics_stack}/api/echo/status/404", headers=headers, cookies=cookie).status_code == 404
+        assert http.get(f"{metrics_stack}/api/nowhere/x", headers=headers, cookies=cookie).status_code == 404
+        for _ in range(4):
+            assert http.get(f"{metrics_stack}/bff/callback?state=nope", timeout=10).status_code == 400
+        for _ in range(5):
+            assert http.get(f"{metrics_stack}/bff/user", headers=headers, cookies=cookie).status_code == 200
+        assert http.post(f"{metrics_stack}/bff/logout", headers=headers, cookies=cookie).status_code == 200
+        assert http.post(f"{metrics_stack}/bff/backchannel-logout", data={"logout_token": "x"}).status_code == 400
+        text = http.get(f"{metrics_stack}/metrics").text
+
+    assert sample(text, "bff_proxy_requests_total", upstream="echo", status="200") == 8
+    assert sample(text, "bff_proxy_requests_total", upstream="echo", status="404") == 3
+    assert sample(text, "bff_proxy_requests_total", upstream="unknown", status="404") == 1
+    assert sample(text, "bff_logins_total", result="invalid_state") == 4
+    assert sample(text, "bff_logouts_total") == 1
+    assert sample(text, "bff_backchannel_logouts_total", result="invalid_request") == 1
+    assert sample(text, "bff_request_duration_seconds_count", route="/bff/user", method="GET", status="200") == 5
+    assert sample(text, "bff_sessions_active") >= 1
+    # Files of three processes: the master (which imported the app) and both workers, whose
+    # counts the figures above add up.
+    processes = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
+    assert len(processes) == 3
+
+
+@pytest.fixture
+def outage_stack(stack, workdir):
+    """Redis of its own (saved on shutdown, so sessions survive a restart) and a BFF using it."""
+    redis_port, bff_port = free_port(), free_port()
+    redis_dir = workdir / f"redis-{redis_port}"
+    redis_dir.mkdir()
+    server = start_redis(redis_port, redis_dir)
+    env = bff_env(f"http://localhost:{bff_port}", stack.issuer, f"redis://127.0.0.1:{redis_port}/0")
+    bff = start_bff(bff_port, env, workdir / "bff-outage-redis.log", workers=2)
+    state = {"redis": server}
+    try:
+        yield state, redis_port, redis_dir, f"http://127.0.0.1:{bff_port}"
+    finally:
+        bff.stop()
+        state["redis"].stop()
+
+
+ENDPOINTS = [
+    ("GET", "/bff/user"),
+    ("POST", "/bff/logout"),
+    ("GET", "/bff/login"),
+    ("GET", "/bff/callback?state=x&code=y"),
+    ("POST", "/bff/backchannel-logout"),
+    ("GET", "/api/echo/x"),
+]
+
+
+def test_redis_down_every_endpoint_answers_503_and_recovers_without_restart(stack, make_agent, outage_stack):
+    state, redis_port, redis_dir, bff = outage_stack
+    # Copy a real session from the main stack into this Redis: sign in through the main BFF...
+    a = make_agent()
+    a.login("outage")
+    cookie = a.session_cookie
+    client = redis.Redis(port=redis_port)
+    for key in stack.redis.scan_iter(match="bff:*"):
+        if stack.redis.type(key) == b"string" and key.startswith(b"bff:{"):
+            client.restore(key, 0, stack.redis.dump(key), replace=True)
+    headers = {"X-CSRF": "1", "Cookie": f"bff={cookie}"}
+    assert requests.get(f"{bff}/bff/user", headers=headers, timeout=10).status_code == 200
+
+    client.shutdown(save=True)  # Redis goes away (its data saved to disk)
+    state["redis"].process.wait(10)
+    for method, path in ENDPOINTS:
+        response = requests.request(method, f"{bff}{path}", headers=headers, data={"logout_token": "x"}, timeout=15)
+        assert response.status_code == 503, (path, response.status_code, response.text)
+        assert response.json()["error"] == "session_store_unavailable"
+    assert requests.get(f"{bff}/healthz", timeout=5).status_code == 200
+    ready = requests.get(f"{bff}/readyz", timeout=15)
+    assert ready.status_code == 503 and "Redis" in ready.json()["error_description"]
+    assert requests.get(f"{bff}/metrics", timeout=15).status_code == 200
+
+    state["redis"] = start_redis(redis_port, redis_dir)  # back, with the saved data
+    assert requests.get(f"{bff}/bff/user", headers=headers, timeout=10).json()["sub"] == "outage"
+    assert requests.get(f"{bff}/readyz", timeout=10).status_code == 200
+
+
+def test_a_frozen_redis_is_bounded_by_the_timeout(stack, outage_stack):
+    state, _, _, bff = outage_stack
+    state["redis"].process.send_signal(signal.SIGSTOP)  # accepts connections, never answers
+    try:
+        response = requests.get(
+            f"{bff}/bff/user", headers={"X-CSRF": "1", "Cookie": "bff=" + "a" * 12 + "." + "b" * 43}, timeout=20
+        )
+        assert response.status_code == 503 and response.json()["error"] == "session_store_unavailable"
+    finally:
+        state["redis"].process.send_signal(signal.SIGCONT)
