@@ -7,6 +7,7 @@ start the stack the same way.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -31,6 +32,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_cluster_port() -> int:
+    """A free port for a cluster node: at most 55535, with its bus port (+10000) free too."""
+    while True:
+        port = random.randint(20000, 55535)  # noqa: S311 - not a secret
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+            return port
+        except OSError:
+            continue
+
+
 class Service:
     """A child process with its output in a log file, stopped on `stop()`."""
 
@@ -38,7 +52,7 @@ class Service:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(  # noqa: S603 - our own commands
+        self.process = subprocess.Popen(
             args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT
         )
 
@@ -69,21 +83,57 @@ class Service:
         self._log.close()
 
 
-def start_redis(port: int, workdir: Path) -> Service:
+def _redis_server() -> str:
     server = shutil.which("redis-server")
     if server is None:
         raise RuntimeError(
             "redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server"
         )
-    service = Service(
-        "redis",
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        workdir / "redis.log",
-    )
+    return server
+
+
+def start_redis(port: int, workdir: Path, *extra: str, name: str = "redis") -> Service:
+    """A throwaway redis-server: in memory, on loopback (`SHUTDOWN SAVE` still writes its dump)."""
+    args = [_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    service = Service(name, [*args, "--dir", str(workdir), *extra], workdir / f"{name}-{port}.log")
     client = redis.Redis(port=port)
     service.wait_until(client.ping)
     client.close()
     return service
+
+
+def start_redis_cluster(ports: list[int], workdir: Path) -> list[Service]:
+    """Masters with no replicas, slots spread by `redis-cli --cluster create` (about 2 s)."""
+    nodes = []
+    for port in ports:
+        node_dir = workdir / f"cluster-{port}"
+        node_dir.mkdir(exist_ok=True)
+        nodes.append(start_redis(port, node_dir, "--cluster-enabled", "yes", name="redis-cluster"))
+    subprocess.run(
+        ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+         "--cluster-yes"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    client = redis.Redis(port=ports[0])
+    nodes[0].wait_until(lambda: "cluster_state': 'ok" in str(client.execute_command("CLUSTER INFO")))
+    client.close()
+    return nodes
+
+
+def start_redis_sentinel(master_port: int, replica_port: int, sentinel_port: int, workdir: Path) -> list[Service]:
+    """A master, its replica and one sentinel watching them as `mymaster` (quorum 1)."""
+    master = start_redis(master_port, workdir, name="redis-master")
+    replica = start_redis(replica_port, workdir, "--replicaof", "127.0.0.1", str(master_port), name="redis-replica")
+    conf = workdir / f"sentinel-{sentinel_port}.conf"
+    conf.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+        "sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n"
+    )
+    sentinel = Service("redis-sentinel", [_redis_server(), str(conf), "--sentinel"], workdir / "sentinel.log")
+    client = redis.Redis(port=sentinel_port)
+    sentinel.wait_until(lambda: client.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster"))
+    client.close()
+    return [master, replica, sentinel]
 
 
 # One secret for every BFF this process starts, as instances sharing one Redis must share it.

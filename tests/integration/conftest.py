@@ -30,6 +30,7 @@ class Stack:
     redis: redis.Redis
     signing_key: RSAKey
     echo_url: str
+    spare_port: int
 
     def issued_tokens(self) -> set[str]:
         """Every access, refresh and id token the IdP has issued so far in this run."""
@@ -67,10 +68,11 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(workdir):
-    ports = {name: free_port() for name in ("redis", "idp", "bff", "bff_hint", "echo", "closed")}
+    ports = {name: free_port() for name in ("redis", "idp", "bff", "bff_hint", "bff_spare", "echo", "closed")}
     issuer = f"http://127.0.0.1:{ports['idp']}/realms/test"
     bff_url = f"http://localhost:{ports['bff']}"
     bff_hint_url = f"http://localhost:{ports['bff_hint']}"
+    spare_url = f"http://localhost:{ports['bff_spare']}"  # registered at the IdP for tests' own BFFs
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
     tokens_file = workdir / "issued-tokens.jsonl"
     # The IdP signs with a key the tests hold too, so they can forge tokens it would accept.
@@ -84,7 +86,7 @@ def stack(workdir):
                 ports["idp"],
                 issuer,
                 workdir,
-                [bff_url, bff_hint_url],
+                [bff_url, bff_hint_url, spare_url],
                 IDP_ISSUED_TOKENS_FILE=str(tokens_file),
                 IDP_JWKS_FILE=str(jwks_file),
             )
@@ -109,7 +111,16 @@ def stack(workdir):
         services.append(start_bff(ports["bff_hint"], hint_env, workdir / "bff-hint.log", workers=1))
         client = redis.Redis.from_url(redis_url)
         yield Stack(
-            issuer, redis_url, bff_url, bff_hint_url, workdir / "bff.log", tokens_file, client, signing_key, echo_url
+            issuer,
+            redis_url,
+            bff_url,
+            bff_hint_url,
+            workdir / "bff.log",
+            tokens_file,
+            client,
+            signing_key,
+            echo_url,
+            ports["bff_spare"],
         )
         client.close()
     finally:

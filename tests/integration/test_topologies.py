@@ -1,0 +1,128 @@
+"""The core flows on every Redis topology the BFF supports: one server, Sentinel, Cluster.
+
+Each topology gets its own Redis processes and a BFF (2 workers) using them through
+BFF_REDIS_URL; the IdP and the sample API are the shared ones."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import redis
+from joserfc import jwt
+from support.agent import Agent
+from support.forms import is_login_form
+
+from app.jwt_checks import BACKCHANNEL_LOGOUT_EVENT
+from app.sessions import SessionRef, make_redis, record_key
+from dev.stack import (
+    CLIENT_ID,
+    bff_env,
+    free_cluster_port,
+    free_port,
+    start_bff,
+    start_redis,
+    start_redis_cluster,
+    start_redis_sentinel,
+)
+
+
+def start_topology(kind: str, workdir):
+    if kind == "single":
+        port = free_port()
+        return [start_redis(port, workdir, name="redis-single")], f"redis://127.0.0.1:{port}/0"
+    if kind == "sentinel":
+        master, replica, sentinel = free_port(), free_port(), free_port()
+        services = start_redis_sentinel(master, replica, sentinel, workdir)
+        return services, f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0"
+    ports = [free_cluster_port() for _ in range(3)]
+    return start_redis_cluster(ports, workdir), "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+
+
+@pytest.fixture(scope="module", params=["single", "sentinel", "cluster"])
+def topology(request, stack, workdir):
+    services, redis_url = start_topology(request.param, workdir)
+    bff_url = f"http://localhost:{stack.spare_port}"
+    env = bff_env(bff_url, stack.issuer, redis_url, BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}))
+    try:
+        services.append(start_bff(stack.spare_port, env, workdir / f"bff-{request.param}.log"))
+        yield request.param, bff_url, redis_url
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def test_sign_in_use_the_api_and_sign_out_of_app_and_idp(stack, topology):
+    _, bff_url, redis_url = topology
+    with Agent(bff_url, record=False) as agent:
+        agent.login("topo")
+        # Stored in this topology (Flask-Session's Redis backend would have swapped a cluster
+        # client for a localhost one; ours stores through the client it is given).
+        assert make_redis(redis_url).exists(record_key(SessionRef.from_session_id(agent.session_cookie)))
+        refresh_token = stack.latest_tokens()["refresh_token"]
+        assert agent.user().json()["sub"] == "topo"
+        assert agent.get(f"{bff_url}/api/echo/x", headers={"X-CSRF": "1"}).json()["sub"] == "topo"
+        logout_url = agent.logout().json()["logout_url"]
+        assert agent.user().status_code == 401
+        refused = stack.idp_token_request(grant_type="refresh_token", refresh_token=refresh_token)
+        assert refused.status_code == 400
+        assert set(parse_qs(urlsplit(logout_url).query)) == {"client_id", "post_logout_redirect_uri", "state"}
+        agent.follow_logout_url(logout_url)
+        assert is_login_form(agent.start_login().text)
+
+
+def test_back_channel_logout_ends_the_sessions_of_that_idp_session(stack, topology):
+    _, bff_url, _ = topology
+    with Agent(bff_url, record=False) as first, Agent(bff_url, record=False) as second:
+        first.login("topo-bc")
+        second.login("topo-bc")
+        sid = first.user().json()["claims"]["sid"]
+        now = int(time.time())
+        claims = {
+            "iss": stack.issuer,
+            "aud": CLIENT_ID,
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+            "sid": sid,
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+        }
+        token = jwt.encode({"alg": "RS256", "kid": "test-key-1"}, claims, stack.signing_key)
+        assert first.post(f"{bff_url}/bff/backchannel-logout", data={"logout_token": token}).status_code == 200
+        assert first.user().status_code == 401
+        assert second.user().status_code == 200
+
+
+@pytest.fixture
+def sentinel_bff(stack, workdir):
+    """A Sentinel set of its own, since the failover test promotes the replica."""
+    master, replica, sentinel = free_port(), free_port(), free_port()
+    services = start_redis_sentinel(master, replica, sentinel, workdir)
+    bff_url = f"http://localhost:{stack.spare_port}"
+    env = bff_env(bff_url, stack.issuer, f"redis+sentinel://127.0.0.1:{sentinel}/mymaster")
+    try:
+        services.append(start_bff(stack.spare_port, env, workdir / "bff-failover.log"))
+        yield bff_url, sentinel
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def test_a_sentinel_failover_keeps_existing_sessions(sentinel_bff):
+    bff_url, sentinel_port = sentinel_bff
+    sentinel = redis.Redis(port=sentinel_port)
+    with Agent(bff_url, record=False) as agent:
+        agent.login("failover")
+        old = sentinel.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster")
+        assert redis.Redis(port=int(old[1])).wait(1, 5000) == 1  # the replica has the session too
+        sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+        deadline = time.monotonic() + 20
+        while sentinel.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster") == old:
+            assert time.monotonic() < deadline, "Sentinel did not promote the replica"
+            time.sleep(0.1)
+        assert agent.user().json()["sub"] == "failover"  # served by the new master
+        agent.logout()
+        assert agent.user().status_code == 401
