@@ -458,4 +458,4 @@ def make_redis(url: str, timeout: float = 1.0) -> redis.Redis | RedisCluster:
         sentinel = Sentinel(list(target.nodes), sentinel_kwargs={"socket_timeout": timeout}, ssl=target.tls, **common)
         return sentinel.master_for(target.master, db=target.db, **common)
     nodes = [ClusterNode(host, port) for host, port in target.nodes]
-    return RedisCluster(startup_nodes=nodes, ssl=target.tls, cluster_error_retry_attempts=1, **common)
+    return RedisCluster(startup_nodes=nodes, ssl=target.tls, **common)
