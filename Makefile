@@ -13,6 +13,7 @@ run: deps
 	@$(PY) -m dev.run
 
 test: deps
+	@sh scripts/system-deps.sh docker-compose
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
