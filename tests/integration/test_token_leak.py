@@ -23,6 +23,7 @@ def test_no_token_reaches_a_response_or_a_log_line_in_the_whole_run(stack, make_
     a = make_agent()
     a.login("zoe")
     a.user()
+    assert a.get(f"{stack.bff_url}/api/echo/x", headers={"X-CSRF": "1"}).status_code == 200
     a.get(f"{stack.bff_url}/")
     a.get(a.authorize("zoe"))
     a.user(csrf=False)
