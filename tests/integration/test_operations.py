@@ -56,7 +56,8 @@ def metrics_stack(stack, workdir):
         stack.redis_url,
         BFF_API_UPSTREAMS=json.dumps({"echo": f"http://127.0.0.1:{echo_port}"}),
         PROMETHEUS_MULTIPROC_DIR=str(workdir / f"metrics-{port}"),
-        BFF_THREADS="1",  # one request at a time per worker: concurrent calls must use both
+        BFF_WORKER_CLASS="sync",  # accepts only when idle: two concurrent calls need both workers
+        BFF_THREADS="1",
     )
     bff = start_bff(port, env, workdir / "bff-metrics.log", workers=2)
     try:
@@ -81,6 +82,7 @@ def test_metrics_add_up_across_two_workers(stack, make_agent, metrics_stack):
     # Sessions are shared through Redis: sign in at the main BFF, then use the metrics BFF.
     a = make_agent()
     a.login("metered")
+    make_agent().login("stays-signed-in")  # so the gauge has a live session to count
     cookie = {"bff": a.session_cookie}
     headers = {"X-CSRF": "1"}
     slow = f"{metrics_stack}/api/echo/slow?seconds=0.5"
