@@ -13,7 +13,7 @@ run: deps
 	@$(PY) -m dev.run
 
 test: deps
-	@sh scripts/system-deps.sh docker-compose
+	@sh scripts/system-deps.sh docker-compose chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

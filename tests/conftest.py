@@ -1,5 +1,9 @@
 import pytest
 
+# The real components (Redis, the dev IdP, the sample API, the BFF), shared by integration and
+# browser tests and started once per run, on first use.
+pytest_plugins = ["support.stack_fixtures"]
+
 
 def pytest_collection_modifyitems(config, items):
     """Whole-run checks (marked run_last) see every response the other tests produced."""

@@ -1,5 +1,5 @@
-"""Real components for integration tests: one redis-server, the dev IdP and the BFF under
-gunicorn, each on a free port, started once per test session."""
+"""Real components for integration and browser tests: one redis-server, the dev IdP, the sample
+API and the BFF under gunicorn, each on a free port, started once per test session."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import redis
 import requests
 from joserfc.jwk import RSAKey
-from support.agent import Agent
 
 from app.sessions import SESSION_PATTERN, SessionRef, record_key
 from dev.stack import BASIC_AUTH, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
+from support.agent import Agent
 
 API_MAX_BODY = 1024 * 1024
 
