@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := dev/idp/node_modules/.installed
 
-.PHONY: run test lint system-deps deps clean
+.PHONY: run test bench lint system-deps deps clean
 
 run: deps
 	@$(PY) -m dev.run
@@ -16,6 +16,10 @@ test: deps
 	@sh scripts/system-deps.sh docker-compose chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+bench: deps
+	@sh scripts/system-deps.sh wrk
+	$(PY) -m bench.run
 
 lint: $(PY_STAMP)
 	$(VENV)/bin/ruff check .

@@ -200,24 +200,33 @@ class SessionStore:
         return record
 
     def write(self, ref: SessionRef, record: dict[str, Any]) -> None:
-        """Save a record and index it by user and IdP sid, with TTLs that outlive it, never it them."""
+        """Save a record and index it by user, IdP sid and in the all-sessions set, with TTLs that
+        outlive it (never the reverse): one pipelined round trip on a single Redis."""
+        self.write_many([(ref, record)])
+
+    def write_many(self, items: list[tuple[SessionRef, dict[str, Any]]], batch: int = 1000) -> None:
+        """`write` for many sessions, 1 000 to a round trip (imports, benchmarks). Not a
+        transaction: an index entry briefly without its record is what readers already skip."""
+        for start in range(0, len(items), batch):
+            pipe = self.client.pipeline(transaction=False)
+            for ref, record in items[start : start + batch]:
+                self._queue_write(pipe, ref, record)
+            pipe.execute()
+
+    def _queue_write(self, pipe: Any, ref: SessionRef, record: dict[str, Any]) -> None:
         index_until = record["expires_at"] + self.idle_timeout
         sid = record.get("sid")
-        if sid:
-            self.client.set(sid_pointer_key(sid), ref.tag, exat=index_until)
-        everyone = self.client.pipeline(transaction=False)
-        everyone.zadd(ALL_SESSIONS_KEY, {_member(ref): index_until})
-        everyone.expireat(ALL_SESSIONS_KEY, index_until, nx=True)
-        everyone.expireat(ALL_SESSIONS_KEY, index_until, gt=True)
-        everyone.execute()
-        pipe = self.client.pipeline(transaction=True)
         pipe.set(record_key(ref), self._encoder.encode(record), ex=self.idle_timeout)
-        indexes = [user_index_key(ref.tag)] + ([sid_index_key(ref.tag, sid)] if sid else [])
+        if sid:
+            pipe.set(sid_pointer_key(sid), ref.tag, exat=index_until)
+        indexes = [user_index_key(ref.tag), ALL_SESSIONS_KEY] + ([sid_index_key(ref.tag, sid)] if sid else [])
         for index in indexes:
-            pipe.sadd(index, ref.key_id)
+            if index == ALL_SESSIONS_KEY:
+                pipe.zadd(index, {_member(ref): index_until})
+            else:
+                pipe.sadd(index, ref.key_id)
             pipe.expireat(index, index_until, nx=True)
             pipe.expireat(index, index_until, gt=True)
-        pipe.execute()
 
     def replace_tokens(self, ref: SessionRef, record: dict[str, Any], tokens: dict[str, Any]) -> dict[str, Any]:
         """Store refreshed tokens in the record (its idle expiry restarts: a request just used it)."""

@@ -1,0 +1,302 @@
+"""`make bench`: measured speed, side by side (DESIGN §7). Never asserted anywhere.
+
+Starts its own redis-server, dev IdP, sample API and the BFF under the production gunicorn
+settings (gunicorn.conf.py), signs one user in through the IdP, pre-creates sessions with the
+project's own store code, then drives wrk (2 threads, 16 connections, reconnecting every 50th
+request) over each row for BENCH_SECONDS, alternating the rows over BENCH_ROUNDS rounds, and
+records each worker's share of the BFF's CPU. Writes bench/results/latest.json and latest.png.
+
+Environment: BENCH_SECONDS (5), BENCH_ROUNDS (2), BENCH_BIG_SESSIONS (1000000).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import redis
+import requests
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from app.crypto import TokenCipher, parse_keys
+from app.jwt_checks import BACKCHANNEL_LOGOUT_EVENT
+from app.sessions import SessionRef, SessionStore, new_session_id, record_key, sid_index_key, user_index_key
+from bench.keys import NAIVE_KEY
+from dev.stack import (
+    CLIENT_ID,
+    DEV_TOKEN_ENCRYPTION_KEY,
+    ROOT,
+    VENV_BIN,
+    Service,
+    bff_env,
+    free_port,
+    start_echo,
+    start_idp,
+    start_redis,
+)
+
+sys.path.insert(0, str(ROOT / "tests"))
+from support.agent import Agent
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+BIG = int(os.environ.get("BENCH_BIG_SESSIONS", "1000000"))
+RESULTS = ROOT / "bench" / "results"
+LUA = ROOT / "bench" / "reconnect.lua"
+IDLE = 8 * 3600
+
+
+def wrk(url: str, headers: dict[str, str], connections: int = 16, threads: int = 2) -> dict:
+    args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{SECONDS}s", "--latency", "-s", str(LUA)]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+        "errors": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def worker_pids(master: int) -> list[int]:
+    out = subprocess.run(["ps", "--ppid", str(master), "-o", "pid="], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in out.split())
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if not k.startswith(("cmdstat_info", "cmdstat_config")))
+
+
+def fake_sessions(store: SessionStore, tokens: dict, count: int, sub_prefix: str, same_user: bool = False):
+    items = []
+    for i in range(count):
+        sub = sub_prefix if same_user else f"{sub_prefix}-{i}"
+        session_id = new_session_id(sub)
+        record = store.new_record(
+            session_id,
+            claims={"sub": sub, "sid": f"{sub_prefix}-sid-{i}", "name": "Bench User", "email": "bench@example.com"},
+            tokens=tokens,
+            max_lifetime=24 * 3600,
+            user_agent="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0",
+            client_ip="203.0.113.10",
+        )
+        items.append((SessionRef.from_session_id(session_id), record))
+    store.write_many(items)
+    return items
+
+
+def main() -> int:
+    work = ROOT / ".run" / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    ports = {name: free_port() for name in ("redis", "idp", "echo", "bff")}
+    issuer = f"http://127.0.0.1:{ports['idp']}/realms/bench"
+    bff = f"http://localhost:{ports['bff']}"
+    redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
+    key = RSAKey.generate_key(2048, parameters={"kid": "bench", "use": "sig", "alg": "RS256"})
+    (work / "jwks.json").write_text(json.dumps({"keys": [key.as_dict(private=True)]}))
+    tokens_file = work / "issued.jsonl"
+    tokens_file.unlink(missing_ok=True)
+    services: list[Service] = []
+    try:
+        services.append(start_redis(ports["redis"], work))
+        services.append(
+            start_idp(
+                ports["idp"],
+                issuer,
+                work,
+                [bff],
+                IDP_ACCESS_TOKEN_TTL="7200",
+                IDP_JWKS_FILE=str(work / "jwks.json"),
+                IDP_ISSUED_TOKENS_FILE=str(tokens_file),
+            )
+        )
+        services.append(start_echo(ports["echo"], issuer, work))
+        env = bff_env(
+            bff, issuer, redis_url, BFF_API_UPSTREAMS=json.dumps({"echo": f"http://127.0.0.1:{ports['echo']}"})
+        )
+        args = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{ports['bff']}"]
+        server = Service("bff", [*args, "bench.app:app"], work / "bff.log", env)
+        server.wait_until(lambda: requests.get(f"http://127.0.0.1:{ports['bff']}/healthz", timeout=1).ok)
+        services.append(server)
+        return measure(ports, issuer, bff, redis_url, tokens_file, key, server)
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
+def measure(ports, issuer, bff, redis_url, tokens_file, key, server) -> int:
+    client = redis.Redis.from_url(redis_url)
+    client.set(NAIVE_KEY, os.urandom(1024).hex())  # 2 KB
+    store = SessionStore(client, TokenCipher(parse_keys(DEV_TOKEN_ENCRYPTION_KEY)), IDLE)
+    agent = Agent(bff, record=False)
+    agent.login("bench")
+    cookie = agent.session_cookie
+    real_tokens = json.loads(tokens_file.read_text().splitlines()[-1])
+    fake_sessions(store, {**real_tokens, "expires_in": 7200}, 999, "filler")
+    bff_direct = f"http://127.0.0.1:{ports['bff']}"
+    session_headers = {"Cookie": f"bff={cookie}", "X-CSRF": "1"}
+    rows = {
+        "bare JSON": (f"{bff_direct}/bench/bare", {}),
+        "naive Redis GET 2 KB": (f"{bff_direct}/bench/naive", {}),
+        "/bff/user": (f"{bff_direct}/bff/user", session_headers),
+        "/api/echo via the BFF": (f"{bff_direct}/api/echo/data", session_headers),
+        "echo upstream direct": (
+            f"http://127.0.0.1:{ports['echo']}/data",
+            {"Authorization": f"Bearer {real_tokens['access_token']}"},
+        ),
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in rows}
+    workers = worker_pids(server.process.pid)
+    for round_number in range(ROUNDS):
+        for name, (url, headers) in rows.items():
+            cpu_before = {pid: cpu_seconds(pid) for pid in workers}
+            calls_before = redis_calls(client)
+            result = wrk(url, headers)
+            calls = redis_calls(client) - calls_before
+            used = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in workers}
+            total = sum(used.values()) or 1.0
+            result["redis_commands_per_request"] = round(calls / max(result["requests"], 1), 3)
+            result["worker_cpu_share"] = [round(used[pid] / total, 2) for pid in workers]
+            runs[name].append(result)
+            print(f"round {round_number + 1} {name}: {result['rps']:.0f} req/s", flush=True)
+
+    table = []
+    naive_rps = statistics.median(r["rps"] for r in runs["naive Redis GET 2 KB"])
+    for name, results in runs.items():
+        rps = statistics.median(r["rps"] for r in results)
+        table.append(
+            {
+                "row": name,
+                "rps": round(rps),
+                "p50_ms": round(statistics.median(r["p50_ms"] for r in results), 2),
+                "p99_ms": round(statistics.median(r["p99_ms"] for r in results), 2),
+                "ratio_to_naive": round(rps / naive_rps, 2),
+                "redis_commands_per_request": results[-1]["redis_commands_per_request"],
+                "worker_cpu_share": results[-1]["worker_cpu_share"],
+                "errors": sum(r["errors"] for r in results),
+            }
+        )
+
+    ref = SessionRef.from_session_id(cookie)
+    record = store.read(ref)
+    memory = {
+        "record": client.memory_usage(record_key(ref)),
+        "user_index": client.memory_usage(user_index_key(ref.tag)),
+        "sid_index": client.memory_usage(sid_index_key(ref.tag, record["sid"])),
+    }
+    user_1k = wrk(f"{bff_direct}/bff/user", session_headers, connections=4, threads=1)
+    started = time.monotonic()
+    fake_sessions(store, {**real_tokens, "expires_in": 7200}, BIG - 1000, "big")
+    load_seconds = time.monotonic() - started
+    used_memory = client.info("memory")["used_memory"]
+    user_big = wrk(f"{bff_direct}/bff/user", session_headers, connections=4, threads=1)
+    scale = {
+        "sessions_small": 1000,
+        "sessions_big": BIG,
+        "p50_ms_small": user_1k["p50_ms"],
+        "p50_ms_big": user_big["p50_ms"],
+        "p99_ms_small": user_1k["p99_ms"],
+        "p99_ms_big": user_big["p99_ms"],
+        "load_seconds": round(load_seconds, 1),
+        "redis_used_memory_mb": round(used_memory / 2**20),
+    }
+    client.flushdb(asynchronous=True)  # free the memory (in the background) before the back-channel figures
+    backchannel = backchannel_costs(store, bff_direct, issuer, key, real_tokens)
+    results = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cores": os.cpu_count(), "note": "wrk, Redis, the IdP, the API and the BFF share the cores"},
+        "settings": {"seconds": SECONDS, "rounds": ROUNDS, "wrk": "2 threads, 16 connections, reconnect every 50"},
+        "gunicorn": "gunicorn.conf.py defaults: gthread, 2 workers x 8 threads",
+        "rows": table,
+        "bytes_per_session": memory,
+        "scale": scale,
+        "backchannel_logout_ms": backchannel,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, RESULTS / "latest.png")
+    print_report(results)
+    return 0
+
+
+def backchannel_costs(store, bff_direct, issuer, key, tokens) -> dict[str, float]:
+    costs = {}
+    for count in (1, 10, 100):
+        samples = []
+        for attempt in range(5):
+            sub = f"bc-{count}-{attempt}"
+            fake_sessions(store, tokens, count, sub, same_user=True)
+            now = int(time.time())
+            claims = {"iss": issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex,
+                      "sub": sub, "events": {BACKCHANNEL_LOGOUT_EVENT: {}}}  # fmt: skip
+            token = jwt.encode({"alg": "RS256", "kid": "bench"}, claims, key)
+            started = time.perf_counter()
+            response = requests.post(f"{bff_direct}/bff/backchannel-logout", data={"logout_token": token}, timeout=30)
+            samples.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, response.text
+        costs[str(count)] = round(statistics.median(samples), 1)
+    return costs
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    names = [r["row"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    left.barh(names, [r["rps"] for r in rows], color="#4d90fe")
+    left.invert_yaxis()
+    left.set_xlabel("requests per second (higher is better)")
+    for y, r in enumerate(rows):
+        left.text(r["rps"], y, f" {r['rps']}", va="center")
+    positions = range(len(rows))
+    right.barh([p - 0.2 for p in positions], [r["p50_ms"] for r in rows], height=0.4, label="p50", color="#34a853")
+    right.barh([p + 0.2 for p in positions], [r["p99_ms"] for r in rows], height=0.4, label="p99", color="#ea4335")
+    right.set_yticks(list(positions), names)
+    right.invert_yaxis()
+    right.set_xlabel("latency, ms (lower is better)")
+    right.legend()
+    fig.suptitle(f"make bench, {results['when']} ({results['machine']['cores']} cores shared by everything)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def print_report(results: dict) -> None:
+    print(f"\n{'row':<24}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'x naive':>9}{'redis/req':>11}  worker CPU share")
+    for r in results["rows"]:
+        print(
+            f"{r['row']:<24}{r['rps']:>8}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['ratio_to_naive']:>9}"
+            f"{r['redis_commands_per_request']:>11}  {r['worker_cpu_share']}"
+        )
+    print(f"\nbytes per session in Redis: {results['bytes_per_session']}")
+    print(f"/bff/user at scale: {results['scale']}")
+    print(f"back-channel logout, ms by sessions of the user: {results['backchannel_logout_ms']}")
+    print(f"\nwritten: {RESULTS / 'latest.json'} and latest.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
