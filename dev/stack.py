@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import quote_plus
 
 import redis
@@ -46,7 +47,9 @@ def free_cluster_port() -> int:
 
 
 class Service:
-    """A child process with its output in a log file, stopped on `stop()`."""
+    """A child process with its output in a log file, stopped on `stop()` (or by `stop_all()`)."""
+
+    running: ClassVar[set[Service]] = set()
 
     def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd=ROOT):
         self.name = name
@@ -55,11 +58,14 @@ class Service:
         self.process = subprocess.Popen(
             args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT
         )
+        Service.running.add(self)
 
     def wait_until(self, ready, timeout: float = 20.0) -> None:
+        """Poll `ready` until it holds; a service that never gets there is stopped, not left behind."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
             try:
                 if ready():
@@ -67,12 +73,14 @@ class Service:
             except (requests.RequestException, redis.RedisError, OSError):
                 pass
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        Service.running.discard(self)
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -81,6 +89,12 @@ class Service:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+    @classmethod
+    def stop_all(cls) -> None:
+        """Whatever is still running (a fixture that failed half-way), newest first."""
+        for service in sorted(cls.running, key=lambda s: s.process.pid, reverse=True):
+            service.stop()
 
 
 def _redis_server() -> str:

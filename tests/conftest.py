@@ -1,5 +1,7 @@
 import pytest
 
+from dev.stack import Service
+
 # The real components (Redis, the dev IdP, the sample API, the BFF), shared by integration and
 # browser tests and started once per run, on first use.
 pytest_plugins = ["support.stack_fixtures"]
@@ -12,4 +14,6 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("services")
+    """Where the services write their logs; at the end, nothing any test started keeps running."""
+    yield tmp_path_factory.mktemp("services")
+    Service.stop_all()
