@@ -7,6 +7,7 @@ import secrets
 from flask import Blueprint, Response, current_app, jsonify, redirect, request, session
 
 from . import metrics
+from .config import Settings
 from .errors import BffError
 from .jwt_checks import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE
 from .login import begin_login, complete_login, parse_prompt, public_claims
@@ -30,7 +31,7 @@ def _store() -> SessionStore:
     return current_app.extensions["bff.store"]
 
 
-def _settings():
+def _settings() -> Settings:
     return current_app.extensions["bff.settings"]
 
 
