@@ -40,6 +40,7 @@ def _end_this_session() -> None:
     ref = SessionRef.from_session_id(session.sid)
     if session.get("sub") and ref:
         end_sessions(_store(), _provider(), SessionFilter(session=ref))
+        session.ended = True  # so saving the emptied session does not delete it a second time
     session.clear()
 
 

@@ -55,7 +55,8 @@ class BffSessionInterface(ServerSideSessionInterface):
         if session is None:
             return  # opening it failed (Redis down); the error response is already chosen
         if session.modified and not session:
-            self._delete_session(session.sid)
+            if not getattr(session, "ended", False):  # not already ended through end_sessions
+                self._delete_session(session.sid)
             response.delete_cookie(
                 self.get_cookie_name(app),
                 path=self.get_cookie_path(app),
