@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import redis
 import requests
 
+from dev.echo_api import release_path
 from dev.stack import bff_env, free_port, start_bff, start_echo, start_redis
 
 
@@ -183,3 +186,32 @@ def test_a_frozen_redis_is_bounded_by_the_timeout(stack, outage_stack):
         assert response.status_code == 503 and response.json()["error"] == "session_store_unavailable"
     finally:
         state["redis"].process.send_signal(signal.SIGCONT)
+
+
+def test_sigterm_lets_requests_in_flight_finish(stack, make_agent, workdir):
+    """Graceful shutdown: a deploy's SIGTERM does not cut off an API call under way."""
+    port = free_port()
+    env = bff_env(
+        f"http://localhost:{port}",
+        stack.issuer,
+        stack.redis_url,
+        BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}),
+    )
+    bff = start_bff(port, env, workdir / "bff-graceful.log", workers=1)
+    name = secrets.token_hex(8)
+    release = Path(release_path(name))
+    try:
+        a = make_agent()
+        a.login("draining")
+        headers = {"X-CSRF": "1", "Cookie": f"bff={a.session_cookie}"}
+        with requests.get(
+            f"http://127.0.0.1:{port}/api/echo/drip/{name}", headers=headers, stream=True, timeout=20
+        ) as r:
+            assert r.raw.read(len(b"first chunk;")) == b"first chunk;"  # the call is under way
+            bff.process.send_signal(signal.SIGTERM)
+            release.touch()
+            assert r.raw.read() == b"second chunk"
+        assert bff.process.wait(20) == 0
+    finally:
+        release.unlink(missing_ok=True)
+        bff.stop()
