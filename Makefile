@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := dev/idp/node_modules/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test bench lint system-deps deps clean
 
@@ -17,7 +18,7 @@ test: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
-bench: deps
+bench: deps $(BENCH_STAMP)
 	@sh scripts/system-deps.sh wrk
 	$(PY) -m bench.run
 
@@ -33,6 +34,10 @@ system-deps:
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(BENCH_STAMP): $(PY_STAMP) requirements-bench.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
 $(NODE_STAMP): dev/idp/package.json dev/idp/package-lock.json
