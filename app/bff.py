@@ -4,42 +4,24 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request, session
+from flask import Blueprint, Response, jsonify, redirect, request, session
 
-from . import metrics
-from .config import Settings
+from . import extensions, metrics
 from .errors import BffError
 from .jwt_checks import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE
 from .login import begin_login, complete_login, parse_prompt, public_claims
-from .oidc import Provider
 from .security import csrf_protected, is_local_return_url
-from .sessions import LOGIN_TTL, LoginAttempts, SessionFilter, SessionRef, SessionStore, new_session_id, now
+from .sessions import LOGIN_TTL, SessionFilter, SessionRef, new_session_id, now
 from .tokens import end_sessions
 
 bp = Blueprint("bff", __name__, url_prefix="/bff")
-
-
-def _provider() -> Provider:
-    return current_app.extensions["bff.provider"]
-
-
-def _attempts() -> LoginAttempts:
-    return current_app.extensions["bff.login_attempts"]
-
-
-def _store() -> SessionStore:
-    return current_app.extensions["bff.store"]
-
-
-def _settings() -> Settings:
-    return current_app.extensions["bff.settings"]
 
 
 def _end_this_session() -> None:
     """End the browser's current session (if any) through the one revocation path."""
     ref = SessionRef.from_session_id(session.sid)
     if session.get("sub") and ref:
-        end_sessions(_store(), _provider(), SessionFilter(session=ref))
+        end_sessions(extensions.store(), extensions.provider(), SessionFilter(session=ref))
         session.ended = True  # so saving the emptied session does not delete it a second time
     session.clear()
 
@@ -58,7 +40,11 @@ def login() -> Response:
         raise BffError(400, "invalid_return_url", "returnUrl must be a path on this site, such as /orders.")
     prompt = parse_prompt(request.args.get("prompt"))
     start = begin_login(
-        _provider(), _attempts(), return_url=return_url, prompt=prompt, session_cookie=_settings().cookie_name
+        extensions.provider(),
+        extensions.login_attempts(),
+        return_url=return_url,
+        prompt=prompt,
+        session_cookie=extensions.settings().cookie_name,
     )
     response = redirect(start.authorization_url, code=302)
     _set_cookie(response, start.binding_cookie, start.binding_value, max_age=LOGIN_TTL)
@@ -68,11 +54,11 @@ def login() -> Response:
 @bp.get("/callback")
 def callback() -> Response:
     """Finish sign-in: a fresh session id, tokens stored server-side, back to the return URL."""
-    settings = _settings()
+    settings = extensions.settings()
     with metrics.outcome(metrics.LOGINS):
         signed_in = complete_login(
-            _provider(),
-            _attempts(),
+            extensions.provider(),
+            extensions.login_attempts(),
             params=request.args,
             cookies=request.cookies,
             session_cookie=settings.cookie_name,
@@ -83,7 +69,7 @@ def callback() -> Response:
     session.sid = new_session_id(signed_in.claims["sub"])
     session.permanent = True
     session.update(
-        _store().new_record(
+        extensions.store().new_record(
             session.sid,
             claims=signed_in.claims,
             tokens=signed_in.tokens,
@@ -103,7 +89,7 @@ def user() -> Response:
     """Who is signed in: claims and session expiry, never a token."""
     if not session.get("sub"):
         raise BffError(401, "unauthenticated", "No one is signed in.")
-    idle_expiry = now() + _settings().session_idle_timeout
+    idle_expiry = now() + extensions.settings().session_idle_timeout
     return jsonify(
         sub=session["sub"],
         claims=public_claims(session["claims"]),
@@ -115,13 +101,13 @@ def user() -> Response:
 @csrf_protected
 def logout() -> Response:
     """End this session here and at the IdP; the SPA then navigates to `logout_url`."""
-    settings = _settings()
+    settings = extensions.settings()
     if not session.get("sub"):
         return jsonify(logout_url=settings.post_logout_redirect_uri)
-    provider = _provider()
+    provider = extensions.provider()
     id_token_hint = None
     if settings.logout_mode == "id_token_hint":
-        id_token_hint = _store().open_tokens(SessionRef.from_session_id(session.sid), session)["id_token"]
+        id_token_hint = extensions.store().open_tokens(SessionRef.from_session_id(session.sid), session)["id_token"]
     logout_url = provider.logout_url(
         post_logout_redirect_uri=settings.post_logout_redirect_uri,
         state=secrets.token_urlsafe(16),
@@ -139,17 +125,17 @@ def backchannel_logout() -> Response:
         logout_token = request.form.get("logout_token")
         if not logout_token:
             raise BffError(400, "invalid_request", "The request carries no logout_token.")
-        provider = _provider()
+        provider = extensions.provider()
         claims = provider.verify_logout_token(logout_token)
         ttl = int(claims.get("exp", now() + LOGOUT_TOKEN_MAX_AGE)) - now() + CLOCK_SKEW
-        if not _store().remember_logout_token(claims["iss"], str(claims["jti"]), ttl):
+        if not extensions.store().remember_logout_token(claims["iss"], str(claims["jti"]), ttl):
             raise BffError(400, "invalid_request", "This logout token was already used (replayed jti).")
-    ended = end_sessions(_store(), provider, SessionFilter(sid=claims.get("sid"), sub=claims.get("sub")))
+    ended = end_sessions(extensions.store(), provider, SessionFilter(sid=claims.get("sid"), sub=claims.get("sub")))
     metrics.SESSIONS_ENDED_BY_IDP.inc(len(ended))
     return Response(status=200)
 
 
 def _set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
     """Login-binding cookies carry the same attributes as the session cookie."""
-    https = _settings().https
+    https = extensions.settings().https
     response.set_cookie(name, value, max_age=max_age, path="/", secure=https, httponly=True, samesite="Lax")

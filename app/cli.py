@@ -11,10 +11,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
-from .sessions import SessionFilter, SessionInfo, SessionStore
+from . import extensions
+from .sessions import SessionFilter, SessionInfo
 from .tokens import end_sessions
 
 sessions_cli = AppGroup("sessions", help="Inspect and revoke BFF sessions.")
@@ -31,10 +32,6 @@ COLUMNS = [
     ("CLIENT IP", "client_ip"),
     ("USER AGENT", "user_agent"),
 ]
-
-
-def _store() -> SessionStore:
-    return current_app.extensions["bff.store"]
 
 
 def _when(value: int | None) -> str:
@@ -68,7 +65,7 @@ def _emit(infos: list[SessionInfo], as_json: bool, single: bool = False) -> None
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
 def list_sessions(sub: str | None, as_json: bool) -> None:
     """List live sessions, everyone's or one user's."""
-    store = _store()
+    store = extensions.store()
     refs = store.find(SessionFilter(sub=sub)) if sub else list(store.all_refs())
     infos = sorted(store.describe(refs), key=lambda i: (i.sub, i.created_at))
     _emit(infos, as_json)
@@ -79,7 +76,7 @@ def list_sessions(sub: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
 def show_session(handle: str, as_json: bool) -> None:
     """Show one session by its handle."""
-    store = _store()
+    store = extensions.store()
     ref = store.ref_for_handle(handle)
     infos = store.describe([ref]) if ref else []
     if not infos:
@@ -95,7 +92,7 @@ def revoke_sessions(handle: str | None, sub: str | None) -> None:
     """End one session (HANDLE) or all of a user's (--user SUB); revokes refresh tokens at the IdP."""
     if bool(handle) == bool(sub):
         raise click.UsageError("give either a HANDLE or --user SUB")
-    store = _store()
+    store = extensions.store()
     if handle:
         ref = store.ref_for_handle(handle)
         if ref is None:
@@ -104,14 +101,14 @@ def revoke_sessions(handle: str | None, sub: str | None) -> None:
         flt = SessionFilter(session=ref)
     else:
         flt = SessionFilter(sub=sub)
-    ended = end_sessions(store, current_app.extensions["bff.provider"], flt)
+    ended = end_sessions(store, extensions.provider(), flt)
     click.echo(f"revoked {len(ended)} session{'s' if len(ended) != 1 else ''}")
 
 
 @sessions_cli.command("count")
 def count_sessions() -> None:
     """How many sessions are live (exact: checks each one)."""
-    store = _store()
+    store = extensions.store()
     click.echo(len(store.describe(list(store.all_refs()))))
 
 

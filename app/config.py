@@ -105,9 +105,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     except ValueError as error:
         raise ConfigError(f"BFF_REDIS_URL: {error}") from None
 
-    post_logout = environ.get("BFF_POST_LOGOUT_REDIRECT_URI") or public_url + "/"
-    if "BFF_POST_LOGOUT_REDIRECT_URI" in environ:
-        post_logout = _url(environ, "BFF_POST_LOGOUT_REDIRECT_URI")
+    name = "BFF_POST_LOGOUT_REDIRECT_URI"
+    post_logout = _url(environ, name) if name in environ else public_url + "/"
 
     return Settings(
         public_url=public_url,

@@ -8,7 +8,6 @@ other, and a callback URL sent to someone else's browser signs nobody in (login 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -66,7 +65,7 @@ def begin_login(
     url = provider.authorization_url(state=state, nonce=nonce, code_verifier=code_verifier, prompt=prompt)
     attempts.put(
         state,
-        {"code_verifier": code_verifier, "nonce": nonce, "return_url": return_url, "binding": _hash(binding)},
+        {"code_verifier": code_verifier, "nonce": nonce, "return_url": return_url, "binding": digest(binding)},
     )
     return LoginStart(url, binding_cookie_name(session_cookie, state), binding)
 
@@ -88,7 +87,7 @@ def complete_login(
     state = params.get("state", "")
     attempt = attempts.get(state) if state else None
     cookie = binding_cookie_name(session_cookie, state)
-    if attempt is None or not hmac.compare_digest(_hash(cookies.get(cookie, "")), attempt["binding"]):
+    if attempt is None or not hmac.compare_digest(digest(cookies.get(cookie, "")), attempt["binding"]):
         raise BffError(
             400,
             "invalid_state",
@@ -128,7 +127,3 @@ def merge_userinfo(id_claims: dict[str, Any], userinfo: dict[str, Any]) -> dict[
 def public_claims(claims: dict[str, Any]) -> dict[str, Any]:
     """Claims the SPA may see: everything but the protocol-internal hashes and nonce."""
     return {k: v for k, v in claims.items() if k not in PROTOCOL_CLAIMS}
-
-
-def _hash(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from redis.exceptions import RedisError
 
-from . import metrics
+from . import extensions, metrics
 from .errors import OidcError
 from .security import error_response
 
@@ -25,11 +25,11 @@ def readyz() -> Response:
     """Ready to serve: Redis answers and the IdP's metadata is loaded (or loads now)."""
     failed = []
     try:
-        current_app.extensions["bff.store"].client.ping()
+        extensions.store().client.ping()
     except RedisError:
         failed.append("the session store (Redis) does not answer")
     try:
-        current_app.extensions["bff.provider"].metadata  # noqa: B018 - loads and caches it
+        extensions.provider().metadata  # noqa: B018 - loads and caches it
     except OidcError:
         failed.append("the IdP's metadata cannot be loaded")
     if failed:
@@ -39,7 +39,7 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def scrape() -> Response:
-    body, content_type = metrics.scrape(current_app.extensions["bff.store"])
+    body, content_type = metrics.scrape(extensions.store())
     return Response(body, content_type=content_type)
 
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import urllib3
-from flask import Blueprint, Response, current_app, request, session
+from flask import Blueprint, Response, request, session
 
-from . import metrics
+from . import extensions, metrics
 from .errors import BffError
 from .security import csrf_protected
 from .sessions import SessionRef
@@ -56,13 +56,13 @@ class _SizedStream:
 @bp.url_value_preprocessor
 def allow_api_sized_bodies(endpoint: str | None, values: dict[str, Any] | None) -> None:
     """Runs before every before_request hook, so the app-wide size check sees the API's limit."""
-    request.max_content_length = current_app.extensions["bff.settings"].api_max_body
+    request.max_content_length = extensions.settings().api_max_body
 
 
 @bp.after_request
 def count(response: Response) -> Response:
     name = (request.view_args or {}).get("name")
-    known = name in current_app.extensions["bff.settings"].api_upstreams
+    known = name in extensions.settings().api_upstreams
     metrics.PROXY_REQUESTS.labels(name if known else "unknown", str(response.status_code)).inc()
     return response
 
@@ -72,7 +72,7 @@ def count(response: Response) -> Response:
 @csrf_protected
 def forward(name: str, path: str) -> Response:
     """Forward to upstream `name` with `Authorization: Bearer <access token>`."""
-    settings = current_app.extensions["bff.settings"]
+    settings = extensions.settings()
     base = settings.api_upstreams.get(name)
     if base is None:
         raise BffError(404, "unknown_upstream", f"No API is configured under /api/{name}.")
@@ -80,8 +80,8 @@ def forward(name: str, path: str) -> Response:
     if not session.get("sub") or ref is None:
         raise BffError(401, "unauthenticated", "No one is signed in.")
     token = access_token_for(
-        current_app.extensions["bff.store"],
-        current_app.extensions["bff.provider"],
+        extensions.store(),
+        extensions.provider(),
         ref,
         dict(session),
         skew=settings.refresh_skew,

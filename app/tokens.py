@@ -92,13 +92,14 @@ def _refresh_locked(store: SessionStore, provider: Provider, ref: SessionRef, sk
             claims = provider.verify_id_token(fresh["id_token"], nonce=None, access_token=fresh["access_token"])
             if claims["sub"] != record["sub"]:
                 raise RefreshRefused()
-    except (RefreshRefused, OidcError) as error:
-        metrics.REFRESHES.labels("idp_unavailable" if isinstance(error, IdpUnavailable) else "refused").inc()
-        if isinstance(error, IdpUnavailable) and not _expired(record):
-            log.warning("session %s: refresh failed, the IdP is unavailable; using the current token", ref.handle)
-            return tokens["access_token"]
-        if isinstance(error, IdpUnavailable):
+    except IdpUnavailable:
+        metrics.REFRESHES.labels("idp_unavailable").inc()
+        if _expired(record):
             raise
+        log.warning("session %s: refresh failed, the IdP is unavailable; using the current token", ref.handle)
+        return tokens["access_token"]
+    except OidcError as error:  # refused (RefreshRefused), or an id token that fails its checks
+        metrics.REFRESHES.labels("refused").inc()
         log.info("session %s: the IdP refused the refresh (%s); ending it", ref.handle, error.code)
         end_sessions(store, provider, SessionFilter(session=ref))
         raise RefreshRefused() from None
@@ -124,5 +125,4 @@ def _needs_refresh(record: dict[str, Any], skew: int) -> bool:
 
 
 def _expired(record: dict[str, Any]) -> bool:
-    expires_at = record.get("access_expires_at")
-    return expires_at is not None and expires_at <= time.time()
+    return _needs_refresh(record, skew=0)

@@ -60,6 +60,13 @@ class Steps:
         page.on("framenavigated", lambda frame: self.urls.append(frame.url))
         page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
 
+    def open(self, url: str):
+        """A new tab in this test's browser context, watched, at `url`."""
+        page = self.context.new_page()
+        self.watch(page)
+        page.goto(url)
+        return page
+
     def shot(self, page, name: str) -> None:
         self.count += 1
         page.screenshot(path=self.folder / f"{self.count:02d}-{name}.png", full_page=True)

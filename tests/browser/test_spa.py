@@ -27,9 +27,7 @@ def sign_in_at_the_idp(page, steps, username: str) -> None:
 
 
 def test_sign_in_call_the_api_sign_out_of_both_and_be_asked_for_credentials_again(stack, steps):
-    page = steps.context.new_page()
-    steps.watch(page)
-    page.goto(stack.bff_url + "/")
+    page = steps.open(stack.bff_url + "/")
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
     steps.shot(page, "spa-signed-out")
 
@@ -57,9 +55,7 @@ def test_sign_in_call_the_api_sign_out_of_both_and_be_asked_for_credentials_agai
 
 
 def test_the_page_never_holds_a_token_or_the_session_cookie(stack, steps):
-    page = steps.context.new_page()
-    steps.watch(page)
-    page.goto(stack.bff_url + "/")
+    page = steps.open(stack.bff_url + "/")
     sign_in_at_the_idp(page, steps, "carla")
     page.get_by_role("button", name="Call API").click()
     expect(page.locator("#api-result")).to_contain_text("carla")
@@ -102,14 +98,10 @@ ATTACK = """async ([url, method, headers]) => {
 
 
 def test_another_origin_cannot_use_the_session(stack, steps, other_origin_page):
-    page = steps.context.new_page()
-    steps.watch(page)
-    page.goto(stack.bff_url + "/")
+    page = steps.open(stack.bff_url + "/")
     sign_in_at_the_idp(page, steps, "dora")
 
-    attacker = steps.context.new_page()
-    steps.watch(attacker)
-    attacker.goto(other_origin_page)
+    attacker = steps.open(other_origin_page)
     steps.shot(attacker, "other-origin")
     with_header = {"X-CSRF": "1"}
     for path, method in [("/bff/user", "GET"), ("/bff/logout", "POST"), ("/api/echo/x", "GET")]:
@@ -124,13 +116,9 @@ def test_another_origin_cannot_use_the_session(stack, steps, other_origin_page):
 
 
 def test_signing_out_in_one_tab_signs_out_the_other_on_its_next_call(stack, steps):
-    first = steps.context.new_page()
-    steps.watch(first)
-    first.goto(stack.bff_url + "/")
+    first = steps.open(stack.bff_url + "/")
     sign_in_at_the_idp(first, steps, "erika")
-    second = steps.context.new_page()
-    steps.watch(second)
-    second.goto(stack.bff_url + "/")
+    second = steps.open(stack.bff_url + "/")
     expect(second.locator("#user-sub")).to_have_text("erika")
     steps.shot(second, "second-tab-signed-in")
 
