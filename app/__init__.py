@@ -38,6 +38,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.session_max_lifetime),
         MAX_CONTENT_LENGTH=64 * 1024,
     )
+    # No redirect of Werkzeug's own (merged slashes, added trailing slashes): it would be built
+    # from the Host header the client sent. `/api/x//y` is then refused by the proxy's path rules.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.extensions["bff.settings"] = settings
     app.extensions["bff.provider"] = Provider(
         issuer=settings.issuer,

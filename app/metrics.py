@@ -39,6 +39,11 @@ REQUEST_DURATION = Histogram(
 REDIS_ERRORS = Counter("bff_redis_errors_total", "Requests that failed because Redis did not answer.")
 
 
+def status_label(status: int) -> str:
+    """HTTP statuses as label values: a fixed set, whatever an upstream answers."""
+    return str(status) if 100 <= status <= 599 else "other"
+
+
 @contextmanager
 def outcome(counter: Counter) -> Iterator[None]:
     """Count a step as `success`, or by the error code it failed with."""

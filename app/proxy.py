@@ -1,23 +1,35 @@
 """/api/<name>/<path>: a reverse proxy to allow-listed upstreams that carries the session's token.
 
-Bodies stream both ways (nothing is buffered whole). The browser's BFF cookies, its `X-CSRF`
-and `Authorization` headers and hop-by-hop headers never reach the upstream; the upstream's
-`Set-Cookie` never reaches the browser (it could overwrite the session cookie).
+What may pass each way is decided by `proxy_rules` (raw-path checks, header allow-lists); this
+module moves the bytes. Response bodies stream; request bodies stream when their length is
+declared and are buffered up to the limit when chunked, so that a refused body (413) never
+reaches the upstream, not even in part.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import urllib3
-from flask import Blueprint, Response, request, session
+from flask import Blueprint, Response, g, request, session
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 from . import extensions, metrics
 from .errors import BffError
-from .security import csrf_protected
+from .proxy_rules import (
+    api_tail,
+    foreign_cookies,
+    forwarded_request_headers,
+    raw_path,
+    relayed_response_headers,
+    upstream_url,
+)
+from .security import csrf_protected, drain
 from .sessions import SessionRef
 from .tokens import access_token_for
 
@@ -25,13 +37,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("proxy", __name__, url_prefix="/api")
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-     "transfer-encoding", "upgrade"}
-)  # fmt: skip
-NOT_FORWARDED = HOP_BY_HOP | {"host", "cookie", "authorization", "x-csrf", "content-length"}
-NOT_RETURNED = HOP_BY_HOP | {"set-cookie"}
 CHUNK = 64 * 1024
+SPOOL_IN_MEMORY = 1024 * 1024  # a buffered chunked body beyond this goes to a temporary file
 CONNECT_TIMEOUT = 5.0
 
 # One connection pool per worker, kept alive to the upstreams. urllib3 rather than requests: no
@@ -39,18 +46,38 @@ CONNECT_TIMEOUT = 5.0
 _pool = urllib3.PoolManager(num_pools=32, maxsize=32, block=False)
 
 
+class AnyTail(BaseConverter):
+    """Whatever follows `/api/<name>/`, empty or starting with a slash included, so that every
+    such path reaches the path rules and gets their answer (400 `invalid_path`), not a 404."""
+
+    regex = ".*"
+    part_isolating = False
+
+
+bp.record_once(lambda state: state.app.url_map.converters.update(tail=AnyTail))
+
+
 class _SizedStream:
-    """The request body as a file with a known length: streamed upstream with Content-Length."""
+    """A declared-length request body, streamed upstream with its Content-Length. A client that
+    stops short aborts the upstream request rather than leaving it waiting for the rest."""
 
     def __init__(self, stream: Any, length: int) -> None:
         self._stream = stream
+        self._remaining = length
         self._length = length
 
     def __len__(self) -> int:
         return self._length
 
     def read(self, size: int = -1) -> bytes:
-        return self._stream.read(size)
+        if self._remaining <= 0:
+            return b""
+        size = self._remaining if size < 0 else min(size, self._remaining)
+        data = self._stream.read(size)
+        if not data:
+            raise ClientDisconnected()
+        self._remaining -= len(data)
+        return data
 
 
 @bp.url_value_preprocessor
@@ -63,46 +90,65 @@ def allow_api_sized_bodies(endpoint: str | None, values: dict[str, Any] | None) 
 def count(response: Response) -> Response:
     name = (request.view_args or {}).get("name")
     known = name in extensions.settings().api_upstreams
-    metrics.PROXY_REQUESTS.labels(name if known else "unknown", str(response.status_code)).inc()
+    metrics.PROXY_REQUESTS.labels(name if known else "unknown", metrics.status_label(response.status_code)).inc()
     return response
 
 
-@bp.route("/<name>/", defaults={"path": ""}, methods=METHODS)
-@bp.route("/<name>/<path:path>", methods=METHODS)
+@bp.route("/<name>/<tail:path>", methods=METHODS)
 @csrf_protected
 def forward(name: str, path: str) -> Response:
     """Forward to upstream `name` with `Authorization: Bearer <access token>`."""
     settings = extensions.settings()
-    base = settings.api_upstreams.get(name)
-    if base is None:
+    upstream = settings.api_upstreams.get(name)
+    if upstream is None:
         raise BffError(404, "unknown_upstream", f"No API is configured under /api/{name}.")
+    prefix = f"{request.script_root}/api/{name}"
+    tail = api_tail(raw_path(request.environ), prefix + "/")
+    url = upstream_url(getattr(upstream, "url", upstream), tail, request.query_string.decode("latin-1"))
     ref = SessionRef.from_session_id(session.sid)
     if not session.get("sub") or ref is None:
         raise BffError(401, "unauthenticated", "No one is signed in.")
-    token = access_token_for(
-        extensions.store(),
-        extensions.provider(),
-        ref,
-        dict(session),
-        skew=settings.refresh_skew,
+    body = _request_body(settings.api_max_body)
+    token = access_token_for(extensions.store(), extensions.provider(), ref, dict(session), skew=settings.refresh_skew)
+    answer = _send(
+        url,
+        body,
+        _upstream_headers(token, name, getattr(upstream, "forward_headers", frozenset()), body),
+        name,
+        settings,
     )
-    upstream = _send(f"{base}/{path}", token, name, settings)
-    headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in NOT_RETURNED]
-    return Response(_relay(upstream), status=upstream.status, headers=headers, direct_passthrough=True)
+    headers = relayed_response_headers(answer.headers.items())
+    return Response(_relay(answer), status=answer.status, headers=headers, direct_passthrough=True)
 
 
-def _send(url: str, token: str, name: str, settings: Any) -> urllib3.BaseHTTPResponse:
+def _request_body(limit: int) -> Any:
+    """None, a declared-length stream, or a chunked body read whole (up to `limit`) first."""
+    stream = request.environ["wsgi.input"]
     length = request.content_length
-    chunked = not length and _is_chunked()
-    body = _SizedStream(request.stream, length) if length else (_chunks(request.stream) if chunked else None)
-    query = request.query_string.decode("latin-1")
+    if length:
+        return _SizedStream(stream, length)  # over the limit was refused before any view ran
+    if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return None
+    buffered: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - freed with the request
+    size = 0
+    while chunk := stream.read(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            buffered.close()
+            drain(stream)
+            raise RequestEntityTooLarge()
+        buffered.write(chunk)
+    buffered.seek(0)
+    return _SizedStream(buffered, size) if size else None
+
+
+def _send(url: str, body: Any, headers: dict[str, str], name: str, settings: Any) -> urllib3.BaseHTTPResponse:
     call = functools.partial(
         _pool.request,
         request.method,
-        f"{url}?{query}" if query else url,
+        url,
         body=body,
-        headers=_forwarded_headers(token, name, settings),
-        chunked=chunked,
+        headers=headers,
         preload_content=False,
         decode_content=False,
         redirect=False,
@@ -118,6 +164,8 @@ def _send(url: str, token: str, name: str, settings: Any) -> urllib3.BaseHTTPRes
             if body is not None:
                 raise
             return call()
+    except ClientDisconnected:
+        raise
     except (urllib3.exceptions.HTTPError, OSError) as error:
         reason = getattr(error, "reason", None) or error  # MaxRetryError wraps the cause
         # A refused connection is a NewConnectionError, which urllib3 derives from its timeouts.
@@ -129,43 +177,26 @@ def _send(url: str, token: str, name: str, settings: Any) -> urllib3.BaseHTTPRes
         raise BffError(502, "upstream_unavailable", f"The API '{name}' could not be reached.") from None
 
 
-def _chunks(stream: Any) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK):
-        yield chunk
-
-
-def _is_chunked() -> bool:
-    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-
-
-def _forwarded_headers(token: str, name: str, settings: Any) -> dict[str, str]:
-    listed = {h.strip().lower() for h in request.headers.get("Connection", "").split(",")}
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED | listed}
-    cookies = _foreign_cookies(settings.cookie_name)
+def _upstream_headers(token: str, name: str, extra: frozenset[str], body: Any) -> dict[str, str]:
+    settings = extensions.settings()
+    headers = forwarded_request_headers(request.headers.items(), extra)
+    cookies = foreign_cookies(request.environ.get("HTTP_COOKIE", ""), settings.cookie_name)
     if cookies:
         headers["Cookie"] = cookies
-    if request.content_length:
-        headers["Content-Length"] = str(request.content_length)
-    public = settings.public_url.split("://", 1)
+    if body is not None:
+        headers["Content-Length"] = str(len(body))
+    scheme, _, host = settings.public_url.partition("://")
     headers.update(
         {
             "Authorization": f"Bearer {token}",
+            "X-Request-Id": g.get("request_id", ""),
             "X-Forwarded-For": request.remote_addr or "",
-            "X-Forwarded-Proto": public[0],
-            "X-Forwarded-Host": public[1],
+            "X-Forwarded-Proto": scheme,
+            "X-Forwarded-Host": host,
             "X-Forwarded-Prefix": f"/api/{name}",
         }
     )
     return headers
-
-
-def _foreign_cookies(session_cookie: str) -> str:
-    """The browser's other cookies for this site, without the BFF's session and login cookies."""
-    return "; ".join(
-        f"{k}={v}"
-        for k, v in request.cookies.items(multi=True)
-        if k != session_cookie and not k.startswith(session_cookie + "-login-")
-    )
 
 
 def _relay(upstream: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

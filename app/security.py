@@ -88,10 +88,11 @@ def _error_page(code: str, description: str) -> str:
 DRAIN_LIMIT = 16 * 1024 * 1024
 
 
-def _drain(stream, length: int) -> None:
-    """Read (and drop) a refused body of moderate size, so that the client, still sending, can
-    read our 413 instead of a reset connection; beyond DRAIN_LIMIT the connection just closes."""
-    remaining = length if length <= DRAIN_LIMIT else 0
+def drain(stream: Any, length: int | None = None) -> None:
+    """Read (and drop) a refused body of moderate size (`length` declared, or up to its end),
+    so that the client, still sending, can read our 413 instead of a reset connection; beyond
+    DRAIN_LIMIT the connection just closes."""
+    remaining = DRAIN_LIMIT if length is None else (length if length <= DRAIN_LIMIT else 0)
     while remaining > 0:
         chunk = stream.read(min(remaining, 64 * 1024))
         if not chunk:
@@ -116,7 +117,7 @@ def init_app(app: Flask) -> None:
         # oversized body up front. The proxy raises its own limit before this runs.
         limit = request.max_content_length
         if limit is not None and (request.content_length or 0) > limit:
-            _drain(request.environ["wsgi.input"], request.content_length)
+            drain(request.environ["wsgi.input"], request.content_length)
             raise RequestEntityTooLarge()
 
     @app.errorhandler(BffError)

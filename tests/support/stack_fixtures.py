@@ -15,6 +15,7 @@ from joserfc.jwk import RSAKey
 from app.sessions import SESSION_PATTERN, SessionRef, record_key
 from dev.stack import BASIC_AUTH, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
 from support.agent import Agent
+from support.capture import CaptureUpstream
 
 API_MAX_BODY = 1024 * 1024
 
@@ -31,6 +32,7 @@ class Stack:
     signing_key: RSAKey
     echo_url: str
     spare_port: int
+    capture: CaptureUpstream
 
     def issued_tokens(self) -> set[str]:
         """Every access, refresh and id token the IdP has issued so far in this run."""
@@ -80,6 +82,7 @@ def stack(workdir):
     jwks_file = workdir / "idp-jwks.json"
     jwks_file.write_text(json.dumps({"keys": [signing_key.as_dict(private=True)]}))
     services = [start_redis(ports["redis"], workdir)]
+    capture = CaptureUpstream()
     try:
         services.append(
             start_idp(
@@ -97,6 +100,7 @@ def stack(workdir):
             "echo": echo_url,
             "echo-base": f"{echo_url}/base/path",
             "closed": f"http://127.0.0.1:{ports['closed']}",
+            "cap": f"{capture.url}/base",
         }
         env = bff_env(
             bff_url,
@@ -121,9 +125,11 @@ def stack(workdir):
             signing_key,
             echo_url,
             ports["bff_spare"],
+            capture,
         )
         client.close()
     finally:
+        capture.stop()
         for service in reversed(services):
             service.stop()
 

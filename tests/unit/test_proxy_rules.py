@@ -1,0 +1,103 @@
+"""The proxy's pure rules: raw-path checks, the upstream URL, header allow-lists both ways."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.errors import BffError
+from app.proxy_rules import (
+    api_tail,
+    foreign_cookies,
+    forwarded_request_headers,
+    never_forwarded,
+    private_cache_control,
+    raw_path,
+    relayed_response_headers,
+    upstream_url,
+)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["..", ".", "%2e%2E", ".%2e", "a/../b", "a/%2E", "a%2fb", "a%2Fb", "a%5cb", "a%3fb", "a%23b", "a%00b",
+     "a\\b", "a#b", "a b", "a\tb", "/a", "a//b", "a%zz", "a%2", "%"],
+)  # fmt: skip
+def test_tails_that_could_escape_or_confuse_are_invalid_paths(tail):
+    with pytest.raises(BffError) as error:
+        api_tail("/api/x/" + tail, "/api/x/")
+    assert (error.value.status, error.value.code) == (400, "invalid_path")
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [("", ""), ("a/b/", "a/b/"), ("a%20b", "a%20b"), ("1%2B1", "1%2B1"), ("..a/b..", "..a/b.."),
+     ("caf\u00c3\u00a9", "caf%C3%A9"), ("a;b=c,d", "a;b=c,d")],
+)  # fmt: skip
+def test_legitimate_tails_pass_unchanged_and_raw_high_bytes_get_encoded(tail, expected):
+    assert api_tail("/api/x/" + tail, "/api/x/") == expected
+
+
+def test_a_path_outside_the_prefix_is_invalid():
+    with pytest.raises(BffError):
+        api_tail("/api/y/a", "/api/x/")
+
+
+def test_the_raw_path_comes_from_the_servers_raw_uri_and_drops_an_absolute_forms_origin():
+    assert raw_path({"RAW_URI": "/api/x/a%2fb?q=1"}) == "/api/x/a%2fb"
+    assert raw_path({"RAW_URI": "http://host:1/api/x/a?q"}) == "/api/x/a"
+    assert raw_path({"PATH_INFO": "/api/x/a b"}) == "/api/x/a%20b"
+
+
+@pytest.mark.parametrize(
+    ("base", "tail", "query", "expected"),
+    [
+        ("http://u/base", "a", "", "http://u/base/a"),
+        ("http://u/base", "a", "q=%2F", "http://u/base/a?q=%2F"),
+        ("http://u", "", "", "http://u/"),
+    ],
+)
+def test_the_upstream_url_is_the_base_plus_the_tail(base, tail, query, expected):
+    assert upstream_url(base, tail, query) == expected
+
+
+def test_a_built_url_that_leaves_the_base_is_refused_even_if_a_rule_missed_it():
+    with pytest.raises(BffError):
+        upstream_url("http://u/base", "../admin", "")
+    assert upstream_url("http://u:1/base", "@evil/x", "") == "http://u:1/base/@evil/x"
+
+
+def test_request_headers_are_allow_listed_and_connection_listed_ones_dropped():
+    headers = [("Accept", "a"), ("X-Tenant", "t"), ("X-Other", "o"), ("Forwarded", "f"), ("Range", "r"),
+               ("Connection", "Range")]  # fmt: skip
+    assert forwarded_request_headers(headers, frozenset({"x-tenant"})) == {"Accept": "a", "X-Tenant": "t"}
+
+
+@pytest.mark.parametrize(
+    "name", ["Forwarded", "X-Real-IP", "Proxy-Foo", "X-Forwarded-User", "X-Auth-Request-Email", "Cookie", "Host"]
+)
+def test_identity_and_routing_headers_are_never_forwardable(name):
+    assert never_forwarded(name)
+
+
+def test_foreign_cookies_keep_the_raw_bytes_and_drop_every_bff_cookie():
+    raw = 'a=1; q="x; admin=1"; bff=SECRET; bff-login-abc=S2; zz=2'
+    assert foreign_cookies(raw, "bff") == 'a=1; q="x; admin=1"; zz=2'
+    assert foreign_cookies('q="x; bff=SECRET"', "bff") == 'q="x'
+    assert foreign_cookies("__Host-bff=S; a=1", "__Host-bff") == "a=1"
+
+
+def test_response_headers_that_act_on_the_origin_are_dropped_and_caching_is_private():
+    headers = [("Set-Cookie", "a=1"), ("Clear-Site-Data", "*"), ("Strict-Transport-Security", "max-age=0"),
+               ("Access-Control-Allow-Origin", "*"), ("Connection", "X-Hop"), ("X-Hop", "1"), ("ETag", "e"),
+               ("Cache-Control", "public, max-age=5")]  # fmt: skip
+    assert relayed_response_headers(headers) == [("ETag", "e"), ("Cache-Control", "private, max-age=5")]
+    assert relayed_response_headers([("ETag", "e")]) == [("ETag", "e"), ("Cache-Control", "no-store")]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("public", "private"), ("no-cache", "no-cache"), ("max-age=5, s-maxage=9", "private, max-age=5"),
+     ("private, public", "private"), ("", "no-store")],
+)  # fmt: skip
+def test_cache_control_never_lets_shared_caches_keep_the_answer(value, expected):
+    assert private_cache_control(value) == expected
