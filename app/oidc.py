@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from .errors import IdpUnavailable, OidcError, RefreshRefused
+from .idp_cache import BACKOFF_INITIAL, BACKOFF_MAX, CachedDocument
 from .jwt_checks import UnknownKeyId, validate_id_token, validate_logout_token
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,8 @@ def parse_keys(jwks: dict[str, Any]) -> KeySet:
 
 
 class Provider:
-    """One IdP, as seen by this client. Metadata and keys are fetched lazily and cached."""
+    """One IdP, as seen by this client. Metadata and keys are fetched lazily and cached; during an
+    IdP outage the last good copies are served and failed fetches back off (idp_cache.py)."""
 
     def __init__(
         self,
@@ -143,6 +146,10 @@ class Provider:
         redirect_uri: str,
         timeout: float = 5.0,
         revocation_timeout: float = 2.0,
+        metadata_ttl: float = METADATA_TTL,
+        jwks_refetch_interval: float = JWKS_REFETCH_INTERVAL,
+        backoff_initial: float = BACKOFF_INITIAL,
+        backoff_max: float = BACKOFF_MAX,
     ) -> None:
         self.issuer = issuer
         self.client_id = client_id
@@ -151,39 +158,39 @@ class Provider:
         self.redirect_uri = redirect_uri
         self.timeout = timeout
         self.revocation_timeout = revocation_timeout
+        self.metadata_ttl = metadata_ttl
+        self.jwks_refetch_interval = jwks_refetch_interval
         self._http = requests.Session()
-        self._lock = threading.Lock()
-        self._metadata: ProviderMetadata | None = None
-        self._metadata_at = 0.0
-        self._keys: KeySet | None = None
-        self._keys_refreshed_at = -float(JWKS_REFETCH_INTERVAL)
+        self._metadata = CachedDocument(
+            "metadata", self._fetch_metadata, wait=timeout, backoff_initial=backoff_initial, backoff_max=backoff_max
+        )
+        self._keys = CachedDocument(
+            "JWKS", self._fetch_keys, wait=timeout, backoff_initial=backoff_initial, backoff_max=backoff_max
+        )
+        self._lock = threading.Lock()  # guards _keys_refreshed_at; no network call is made under it
+        self._keys_refreshed_at = -math.inf
 
     # Discovery and keys -------------------------------------------------------------------
 
     @property
     def metadata(self) -> ProviderMetadata:
-        with self._lock:
-            if self._metadata is None or time.monotonic() - self._metadata_at > METADATA_TTL:
-                document = self._get_json(metadata_url(self.issuer), "metadata")
-                self._metadata = ProviderMetadata.from_document(document, self.issuer)
-                self._metadata_at = time.monotonic()
-            return self._metadata
+        return self._metadata.get(max_age=self.metadata_ttl)
 
     def keys(self, refresh: bool = False) -> KeySet:
         """The IdP's signing keys. `refresh` (an unknown kid) refetches them, at most once per
         JWKS_REFETCH_INTERVAL, so tokens with made-up kids cannot make us hammer the IdP."""
         with self._lock:
-            keys = self._keys
-            if refresh and time.monotonic() - self._keys_refreshed_at < JWKS_REFETCH_INTERVAL:
-                refresh = False
-            if refresh:
+            if refresh and time.monotonic() - self._keys_refreshed_at >= self.jwks_refetch_interval:
                 self._keys_refreshed_at = time.monotonic()
-        if keys is not None and not refresh:
-            return keys
-        keys = parse_keys(self._get_json(self.metadata.jwks_uri, "JWKS"))
-        with self._lock:
-            self._keys = keys
-        return keys
+            else:
+                refresh = False
+        return self._keys.get(max_age=0 if refresh else math.inf)
+
+    def _fetch_metadata(self) -> ProviderMetadata:
+        return ProviderMetadata.from_document(self._get_json(metadata_url(self.issuer), "metadata"), self.issuer)
+
+    def _fetch_keys(self) -> KeySet:
+        return parse_keys(self._get_json(self.metadata.jwks_uri, "JWKS"))
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:
