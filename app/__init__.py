@@ -11,6 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import bff, cli, logs, ops, proxy, security, session_interface, spa
 from .config import Settings, load_settings
+from .crypto import CookieSealer
 from .oidc import Provider
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         timeout=settings.idp_timeout,
         revocation_timeout=settings.revocation_timeout,
     )
+    app.extensions["bff.login_sealer"] = CookieSealer(settings.secret_key, "bff login attempt v1")
     session_interface.init_app(
         app, settings.redis_url, settings.redis_timeout, settings.session_idle_timeout, settings.token_encryption_keys
     )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import time
 
-from flask import Blueprint, Response, jsonify, redirect, request, session
+from flask import Blueprint, Response, after_this_request, jsonify, redirect, request, session
 
 from . import extensions, metrics
 from .errors import BffError
 from .jwt_checks import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE
-from .login import begin_login, complete_login, parse_prompt, public_claims
+from .login import LOGIN_TTL, attempt_cookie_name, begin_login, complete_login, parse_prompt, public_claims
 from .security import csrf_protected, is_local_return_url
-from .sessions import LOGIN_TTL, SessionFilter, SessionRef, new_session_id, now
+from .sessions import SessionFilter, SessionRef, new_session_id, now
 from .tokens import end_sessions
 
 bp = Blueprint("bff", __name__, url_prefix="/bff")
@@ -41,13 +42,17 @@ def login() -> Response:
     prompt = parse_prompt(request.args.get("prompt"))
     start = begin_login(
         extensions.provider(),
-        extensions.login_attempts(),
+        extensions.login_sealer(),
         return_url=return_url,
         prompt=prompt,
         session_cookie=extensions.settings().cookie_name,
+        cookies=request.cookies,
+        now_ms=time.time_ns() // 1_000_000,
     )
     response = redirect(start.authorization_url, code=302)
-    _set_cookie(response, start.binding_cookie, start.binding_value, max_age=LOGIN_TTL)
+    for name in start.dropped_cookies:
+        _set_cookie(response, name, "", max_age=0)
+    _set_cookie(response, start.cookie_name, start.cookie_value, max_age=LOGIN_TTL)
     return response
 
 
@@ -55,14 +60,24 @@ def login() -> Response:
 def callback() -> Response:
     """Finish sign-in: a fresh session id, tokens stored server-side, back to the return URL."""
     settings = extensions.settings()
+    state = request.args.get("state")
+    if state:
+
+        @after_this_request
+        def end_attempt(response: Response) -> Response:
+            """Whatever the outcome, this attempt is over: its cookie goes."""
+            _set_cookie(response, attempt_cookie_name(settings.cookie_name, state), "", max_age=0)
+            return response
+
     with metrics.outcome(metrics.LOGINS):
         signed_in = complete_login(
             extensions.provider(),
-            extensions.login_attempts(),
+            extensions.login_sealer(),
             params=request.args,
             cookies=request.cookies,
             session_cookie=settings.cookie_name,
             fetch_userinfo=settings.fetch_userinfo,
+            now_ms=time.time_ns() // 1_000_000,
         )
     # Never reuse the pre-login id: a previous session in this browser ends, a new id is drawn.
     _end_this_session()
@@ -78,9 +93,7 @@ def callback() -> Response:
             client_ip=request.remote_addr or "",
         )
     )
-    response = redirect(signed_in.return_url, code=302)
-    _set_cookie(response, signed_in.binding_cookie, "", max_age=0)
-    return response
+    return redirect(signed_in.return_url, code=302)
 
 
 @bp.get("/user")
@@ -136,6 +149,6 @@ def backchannel_logout() -> Response:
 
 
 def _set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
-    """Login-binding cookies carry the same attributes as the session cookie."""
+    """Login-attempt cookies carry the same attributes as the session cookie."""
     https = extensions.settings().https
     response.set_cookie(name, value, max_age=max_age, path="/", secure=https, httponly=True, samesite="Lax")

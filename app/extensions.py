@@ -8,8 +8,9 @@ from flask import current_app
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .crypto import CookieSealer
     from .oidc import Provider
-    from .sessions import LoginAttempts, SessionStore
+    from .sessions import SessionStore
 
 
 def settings() -> Settings:
@@ -24,5 +25,5 @@ def store() -> SessionStore:
     return current_app.extensions["bff.store"]
 
 
-def login_attempts() -> LoginAttempts:
-    return current_app.extensions["bff.login_attempts"]
+def login_sealer() -> CookieSealer:
+    return current_app.extensions["bff.login_sealer"]

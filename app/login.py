@@ -1,24 +1,30 @@
 """The sign-in flow: start an authorization-code + PKCE request, and finish it safely.
 
-Each attempt has its own `state`, stored server-side with its PKCE verifier, nonce and return
-URL, and bound to the browser that started it by a cookie named after that state (as ASP.NET
-does with its correlation cookies). Two tabs signing in at once therefore never overwrite each
-other, and a callback URL sent to someone else's browser signs nobody in (login CSRF).
+Nothing is stored server-side before the IdP answers: each attempt (PKCE verifier, nonce, return
+URL, prompt, start time) is sealed (AES-GCM) into a cookie named after its `state`, as ASP.NET's
+correlation cookies and oauth2-proxy's CSRF cookies do. Anonymous traffic therefore cannot grow
+Redis, two tabs signing in at once never overwrite each other, and a callback URL sent to
+someone else's browser signs nobody in (login CSRF). A browser keeps at most MAX_ATTEMPTS of
+these cookies, so abandoned attempts cannot swell its Cookie header until every request fails.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from .crypto import CookieSealer
 from .errors import BffError
 from .oidc import Provider
-from .sessions import LoginAttempts, digest
+from .sessions import digest
 
+LOGIN_TTL = 600  # seconds a person has to finish signing in at the IdP
+MAX_ATTEMPTS = 3  # login cookies a browser keeps; a fourth attempt drops the oldest
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account", "create"})
 PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash"})
 ID_TOKEN_OWNED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "iat", "auth_time", "sid", "azp", "acr", "amr"})
@@ -26,10 +32,23 @@ _ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One sign-in in progress, as sealed into its cookie."""
+
+    state_digest: str
+    code_verifier: str
+    nonce: str
+    return_url: str
+    prompt: str | None
+    started_ms: int
+
+
+@dataclass(frozen=True)
 class LoginStart:
     authorization_url: str
-    binding_cookie: str
-    binding_value: str
+    cookie_name: str
+    cookie_value: str
+    dropped_cookies: tuple[str, ...]  # older attempts' cookies for the browser to delete
 
 
 @dataclass(frozen=True)
@@ -37,12 +56,45 @@ class SignedIn:
     claims: dict[str, Any]
     tokens: dict[str, Any]
     return_url: str
-    binding_cookie: str
 
 
-def binding_cookie_name(session_cookie: str, state: str) -> str:
+def attempt_cookie_name(session_cookie: str, state: str) -> str:
     """Per-attempt cookie, e.g. `__Host-bff-login-3Fq...`; the prefix keeps `__Host-` rules."""
     return f"{session_cookie}-login-{digest(state)[:12]}"
+
+
+def seal_attempt(sealer: CookieSealer, cookie_name: str, attempt: Attempt) -> str:
+    return sealer.seal(json.dumps(asdict(attempt), separators=(",", ":")).encode(), cookie_name)
+
+
+def open_attempt(sealer: CookieSealer, cookie_name: str, value: str, now_ms: int) -> Attempt | None:
+    """The attempt sealed in this cookie, or None when it is not ours, altered or too old."""
+    plaintext = sealer.open(value, cookie_name) if value else None
+    if plaintext is None:
+        return None
+    try:
+        attempt = Attempt(**json.loads(plaintext))
+    except (ValueError, TypeError):
+        return None
+    return attempt if 0 <= now_ms - attempt.started_ms <= LOGIN_TTL * 1000 else None
+
+
+def attempts_to_drop(sealer: CookieSealer, cookies: Mapping[str, str], session_cookie: str, now_ms: int) -> list[str]:
+    """Login cookies to delete before a new attempt: unreadable or expired ones, and all but the
+    newest MAX_ATTEMPTS - 1 of the others."""
+    prefix = f"{session_cookie}-login-"
+    live: list[tuple[int, str]] = []
+    dropped: list[str] = []
+    for name, value in cookies.items():
+        if not name.startswith(prefix):
+            continue
+        attempt = open_attempt(sealer, name, value, now_ms)
+        if attempt is None:
+            dropped.append(name)
+        else:
+            live.append((attempt.started_ms, name))
+    live.sort(reverse=True)
+    return dropped + [name for _, name in live[MAX_ATTEMPTS - 1 :]]
 
 
 def parse_prompt(raw: str | None) -> str | None:
@@ -56,38 +108,45 @@ def parse_prompt(raw: str | None) -> str | None:
 
 
 def begin_login(
-    provider: Provider, attempts: LoginAttempts, *, return_url: str, prompt: str | None, session_cookie: str
+    provider: Provider,
+    sealer: CookieSealer,
+    *,
+    return_url: str,
+    prompt: str | None,
+    session_cookie: str,
+    cookies: Mapping[str, str],
+    now_ms: int,
 ) -> LoginStart:
     state = secrets.token_urlsafe(32)
-    binding = secrets.token_urlsafe(32)
     code_verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43-128
     nonce = secrets.token_urlsafe(32)
     url = provider.authorization_url(state=state, nonce=nonce, code_verifier=code_verifier, prompt=prompt)
-    attempts.put(
-        state,
-        {"code_verifier": code_verifier, "nonce": nonce, "return_url": return_url, "binding": digest(binding)},
-    )
-    return LoginStart(url, binding_cookie_name(session_cookie, state), binding)
+    name = attempt_cookie_name(session_cookie, state)
+    attempt = Attempt(digest(state), code_verifier, nonce, return_url, prompt, now_ms)
+    dropped = attempts_to_drop(sealer, cookies, session_cookie, now_ms)
+    return LoginStart(url, name, seal_attempt(sealer, name, attempt), tuple(dropped))
 
 
 def complete_login(
     provider: Provider,
-    attempts: LoginAttempts,
+    sealer: CookieSealer,
     *,
     params: Mapping[str, str],
     cookies: Mapping[str, str],
     session_cookie: str,
     fetch_userinfo: bool,
+    now_ms: int,
 ) -> SignedIn:
     """Check the callback, redeem the code, validate the id token. Raises `BffError` on any failure
-    before anything is stored, so a bad callback changes nothing."""
+    before anything is stored, so a bad callback changes nothing. The caller deletes the
+    attempt's cookie whatever the outcome."""
     if "error" in params:
         code = params["error"] if _ERROR_CODE.match(params["error"]) else "idp_error"
         raise BffError(400, code, f"The identity provider did not sign you in ({code}).")
     state = params.get("state", "")
-    attempt = attempts.get(state) if state else None
-    cookie = binding_cookie_name(session_cookie, state)
-    if attempt is None or not hmac.compare_digest(digest(cookies.get(cookie, "")), attempt["binding"]):
+    name = attempt_cookie_name(session_cookie, state)
+    attempt = open_attempt(sealer, name, cookies.get(name, ""), now_ms) if state else None
+    if attempt is None or not hmac.compare_digest(attempt.state_digest, digest(state)):
         raise BffError(
             400,
             "invalid_state",
@@ -97,14 +156,12 @@ def complete_login(
     code = params.get("code")
     if not code:
         raise BffError(400, "invalid_request", "The identity provider's answer carries no authorization code.")
-    if not attempts.consume(state):
-        raise BffError(400, "invalid_state", "This sign-in attempt was already completed.")
-
-    tokens = provider.exchange_code(code, attempt["code_verifier"])
-    claims = provider.verify_id_token(tokens["id_token"], nonce=attempt["nonce"], access_token=tokens["access_token"])
+    # A replayed callback is refused by the IdP: a code is single use (RFC 6749 §4.1.2).
+    tokens = provider.exchange_code(code, attempt.code_verifier)
+    claims = provider.verify_id_token(tokens["id_token"], nonce=attempt.nonce, access_token=tokens["access_token"])
     if fetch_userinfo:
         claims = merge_userinfo(claims, provider.userinfo(tokens["access_token"]))
-    return SignedIn(claims=claims, tokens=tokens, return_url=attempt["return_url"], binding_cookie=cookie)
+    return SignedIn(claims=claims, tokens=tokens, return_url=attempt.return_url)
 
 
 def _check_issuer_parameter(provider: Provider, iss: str | None) -> None:

@@ -24,7 +24,9 @@ from .errors import BffError
 log = logging.getLogger(__name__)
 
 CSRF_HEADER = "X-CSRF"
-MAX_RETURN_URL_LENGTH = 2048
+# Three login cookies each sealing a return URL this long still fit gunicorn's and nginx's 8 KB
+# header limits (README, "Sign-in attempts").
+MAX_RETURN_URL_LENGTH = 1024
 
 
 def is_local_return_url(url: str) -> bool:

@@ -16,7 +16,7 @@ from flask_session.base import ServerSideSession, ServerSideSessionInterface
 from flask_session.redis import RedisSession
 
 from .crypto import TokenCipher
-from .sessions import LoginAttempts, SessionFilter, SessionRef, SessionStore, make_redis
+from .sessions import SessionFilter, SessionRef, SessionStore, make_redis
 
 
 class BffSessionInterface(ServerSideSessionInterface):
@@ -76,4 +76,3 @@ def init_app(app: Flask, redis_url: str, redis_timeout: float, idle_timeout: int
     app.session_interface = BffSessionInterface(app, store)
     app.extensions["bff.redis"] = client
     app.extensions["bff.store"] = store
-    app.extensions["bff.login_attempts"] = LoginAttempts(client)

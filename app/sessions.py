@@ -33,10 +33,8 @@ from .crypto import TokenCipher, UnreadableTokens
 
 log = logging.getLogger(__name__)
 
-LOGIN_TTL = 600  # seconds a person has to finish signing in at the IdP
 SESSION_ID = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{43})$")
 HANDLE = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{10})$")
-LOGIN_PREFIX = "bff:login:"
 SESSION_PATTERN = "bff:{*}:s:*"
 ALL_SESSIONS_KEY = "bff:sessions"  # sorted set: "<tag> <key id>" scored by when its entries may go
 RELEASE_IF_OWNER = """
@@ -374,29 +372,6 @@ def _expiry(expires_in: Any, issued_at: int) -> int | None:
         return issued_at + int(expires_in)
     except (TypeError, ValueError):
         return None
-
-
-class LoginAttempts:
-    """Pending sign-ins keyed by their `state`, each readable once and only until it expires.
-
-    One key per attempt, so parallel sign-ins in several tabs never overwrite each other."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-
-    def _key(self, state: str) -> str:
-        return LOGIN_PREFIX + digest(state)
-
-    def put(self, state: str, attempt: dict[str, Any]) -> None:
-        self.client.set(self._key(state), json.dumps(attempt), ex=LOGIN_TTL)
-
-    def get(self, state: str) -> dict[str, Any] | None:
-        raw = self.client.get(self._key(state))
-        return json.loads(raw) if raw else None
-
-    def consume(self, state: str) -> bool:
-        """True for exactly one caller, even when the same callback arrives twice at once."""
-        return self.client.delete(self._key(state)) == 1
 
 
 @dataclass(frozen=True)

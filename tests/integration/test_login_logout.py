@@ -152,7 +152,7 @@ def test_read_only_request_writes_nothing_to_redis(stack, signed_in):
 
 
 def test_every_key_the_bff_writes_has_a_ttl(stack, signed_in):
-    signed_in.get(f"{stack.bff_url}/bff/login", allow_redirects=False)  # leaves a pending attempt
+    signed_in.get(f"{stack.bff_url}/bff/login", allow_redirects=False)  # a pending attempt: a cookie, no key
     keys = list(stack.redis.scan_iter())
-    assert any(k.startswith(b"bff:login:") for k in keys) and stack.session_keys()
+    assert stack.session_keys()
     assert all(stack.redis.ttl(key) > 0 for key in keys)

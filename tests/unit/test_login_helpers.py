@@ -1,14 +1,52 @@
 import pytest
 
+from app.crypto import CookieSealer
 from app.errors import BffError
-from app.login import binding_cookie_name, merge_userinfo, parse_prompt, public_claims
+from app.login import (
+    LOGIN_TTL,
+    MAX_ATTEMPTS,
+    Attempt,
+    attempt_cookie_name,
+    attempts_to_drop,
+    merge_userinfo,
+    open_attempt,
+    parse_prompt,
+    public_claims,
+    seal_attempt,
+)
+
+SEALER = CookieSealer("x" * 32, "bff login attempt v1")
+NOW = 1_800_000_000_000
 
 
-def test_binding_cookie_keeps_the_host_prefix_and_differs_per_attempt():
-    first = binding_cookie_name("__Host-bff", "state-one")
-    second = binding_cookie_name("__Host-bff", "state-two")
+def attempt(started_ms: int = NOW, state: str = "s") -> Attempt:
+    return Attempt(state, "verifier", "nonce", "/back", None, started_ms)
+
+
+def test_attempt_cookie_keeps_the_host_prefix_and_differs_per_attempt():
+    first = attempt_cookie_name("__Host-bff", "state-one")
+    second = attempt_cookie_name("__Host-bff", "state-two")
     assert first.startswith("__Host-bff-login-") and second.startswith("__Host-bff-login-")
     assert first != second
+
+
+def test_a_sealed_attempt_opens_under_its_own_name_only_and_only_until_it_expires():
+    value = seal_attempt(SEALER, "bff-login-a", attempt())
+    assert open_attempt(SEALER, "bff-login-a", value, NOW + 1000) == attempt()
+    assert open_attempt(SEALER, "bff-login-b", value, NOW) is None
+    assert open_attempt(SEALER, "bff-login-a", value, NOW + LOGIN_TTL * 1000 + 1) is None
+    assert open_attempt(CookieSealer("y" * 32, "bff login attempt v1"), "bff-login-a", value, NOW) is None
+    tampered = value[:-2] + ("AA" if value[-2:] != "AA" else "BB")
+    assert open_attempt(SEALER, "bff-login-a", tampered, NOW) is None
+
+
+def test_a_new_attempt_drops_unreadable_cookies_and_all_but_the_newest_two():
+    cookies = {f"bff-login-{i}": seal_attempt(SEALER, f"bff-login-{i}", attempt(NOW + i)) for i in range(5)}
+    cookies["bff-login-junk"] = "junk"
+    cookies["theme"] = "dark"
+    dropped = attempts_to_drop(SEALER, cookies, "bff", NOW + 10)
+    assert sorted(dropped) == ["bff-login-0", "bff-login-1", "bff-login-2", "bff-login-junk"]
+    assert len(cookies) - 1 - len(dropped) == MAX_ATTEMPTS - 1
 
 
 @pytest.mark.parametrize(

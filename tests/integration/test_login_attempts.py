@@ -1,0 +1,102 @@
+"""Sign-in attempts before the IdP answers (DESIGN §8): they live in sealed per-attempt cookies, not
+in Redis, so anonymous traffic cannot grow server state; a browser holds at most three of them,
+so abandoned attempts cannot lock it out with an oversized Cookie header; and every callback
+outcome deletes the attempt's cookie."""
+
+from __future__ import annotations
+
+import http.client
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode, urlsplit
+
+from support.agent import set_cookies
+
+MAX_ATTEMPTS = 3
+
+
+def login_cookies(agent) -> dict[str, str]:
+    return {c.name: c.value for c in agent.cookies if c.name.startswith("bff-login-")}
+
+
+def cookie_header_size(agent) -> int:
+    return len("; ".join(f"{c.name}={c.value}" for c in agent.cookies))
+
+
+def test_two_thousand_anonymous_login_starts_add_nothing_to_redis(stack):
+    before = stack.redis.dbsize()
+    memory_before = stack.redis.info("memory")["used_memory"]
+    parts = urlsplit(stack.bff_url)
+    target = "/bff/login?" + urlencode({"returnUrl": "/" + "r" * 1000})
+
+    def starts(count: int) -> list[int]:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        statuses = []
+        for _ in range(count):
+            conn.request("GET", target)
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+        conn.close()
+        return statuses
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [s for batch in pool.map(starts, [250] * 8) for s in batch]
+    assert statuses == [302] * 2000
+    assert stack.redis.dbsize() == before
+    assert stack.redis.info("memory")["used_memory"] - memory_before < 64 * 1024
+
+
+def test_abandoned_attempts_keep_at_most_three_cookies_and_sign_in_still_works(make_agent):
+    agent = make_agent()
+    for _ in range(150):
+        response = agent.get(f"{agent.bff_url}/bff/login", params={"returnUrl": "/x"}, allow_redirects=False)
+        assert response.status_code == 302
+        assert len(login_cookies(agent)) <= MAX_ATTEMPTS
+    assert len(login_cookies(agent)) == MAX_ATTEMPTS
+    assert cookie_header_size(agent) < 4096
+    agent.login("patient")
+    assert agent.user().json()["sub"] == "patient"
+    # The sign-in dropped the oldest abandoned attempt and deleted its own cookie when it finished.
+    assert len(login_cookies(agent)) == MAX_ATTEMPTS - 1
+
+
+def test_a_fourth_attempt_drops_the_oldest_and_the_three_newest_can_still_finish(make_agent):
+    agent = make_agent()
+    callbacks = [agent.authorize("tabby") for _ in range(4)]
+    assert len(login_cookies(agent)) == MAX_ATTEMPTS
+    oldest = agent.get(callbacks[0], allow_redirects=False)
+    assert oldest.status_code == 400 and oldest.json()["error"] == "invalid_state"
+    assert agent.get(callbacks[3], allow_redirects=False).status_code == 302
+    assert agent.user().json()["sub"] == "tabby"
+
+
+def test_an_idp_error_callback_deletes_its_attempt_cookie(make_agent):
+    agent = make_agent()
+    callback = agent.cancel_at_idp()
+    assert len(login_cookies(agent)) == 1
+    response = agent.get(callback, allow_redirects=False)
+    assert response.status_code == 400 and response.json()["error"] == "access_denied"
+    (name,) = [n for n in set_cookies(response) if n.startswith("bff-login-")]
+    assert "Max-Age=0" in set_cookies(response)[name]
+    assert login_cookies(agent) == {}
+
+
+def test_a_refused_callback_deletes_the_attempt_cookie_it_names(stack, make_agent):
+    agent = make_agent()
+    callback = agent.authorize("mallory").replace("iss=", "iss=x")
+    response = agent.get(callback, allow_redirects=False)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_issuer"
+    assert login_cookies(agent) == {}
+
+
+def test_a_replayed_callback_with_the_attempt_cookie_kept_is_refused_by_the_idp(stack, make_agent):
+    agent = make_agent()
+    callback = agent.authorize("mallory")
+    kept = login_cookies(agent)
+    assert agent.get(callback, allow_redirects=False).status_code == 302
+    replay = make_agent()
+    for name, value in kept.items():
+        replay.cookies.set(name, value, domain="localhost.local")
+    response = replay.get(callback, allow_redirects=False)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+    assert "bff" not in set_cookies(response)
