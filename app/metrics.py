@@ -25,7 +25,7 @@ LOGOUTS = Counter("bff_logouts_total", "Sessions ended by POST /bff/logout.")
 BACKCHANNEL_LOGOUTS = Counter("bff_backchannel_logouts_total", "Back-channel logout requests, by result.", ["result"])
 SESSIONS_ENDED_BY_IDP = Counter("bff_backchannel_sessions_ended_total", "Sessions ended by back-channel logout.")
 REFRESHES = Counter(
-    "bff_token_refreshes_total", "Access-token refreshes, by result (success, refused, idp_unavailable).", ["result"]
+    "bff_token_refreshes_total", "Access-token refreshes, by result (success, refused, idp_unavailable, session_ended).", ["result"]
 )
 PROXY_REQUESTS = Counter(
     "bff_proxy_requests_total", "Requests through /api, by upstream and status.", ["upstream", "status"]

@@ -37,6 +37,14 @@ SESSION_ID = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{43})$")
 HANDLE = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{10})$")
 SESSION_PATTERN = "bff:{*}:s:*"
 ALL_SESSIONS_KEY = "bff:sessions"  # sorted set: "<tag> <key id>" scored by when its entries may go
+# Refreshed tokens are written back only by the lock's owner and only into a record that still
+# exists: a logout (or any other ending) during the refresh wins, and nothing brings it back.
+WRITE_IF_OWNER_AND_LIVE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
 RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -149,6 +157,7 @@ class SessionStore:
         self.idle_timeout = idle_timeout
         self._encoder = msgspec.msgpack.Encoder()
         self._release = client.register_script(RELEASE_IF_OWNER)
+        self._write_if_owner = client.register_script(WRITE_IF_OWNER_AND_LIVE)
         self._decoder = msgspec.msgpack.Decoder()
 
     # One session ------------------------------------------------------------------------------
@@ -226,13 +235,17 @@ class SessionStore:
             pipe.expireat(index, index_until, nx=True)
             pipe.expireat(index, index_until, gt=True)
 
-    def replace_tokens(self, ref: SessionRef, record: dict[str, Any], tokens: dict[str, Any]) -> dict[str, Any]:
-        """Store refreshed tokens in the record (its idle expiry restarts: a request just used it)."""
+    def replace_tokens(self, ref: SessionRef, record: dict[str, Any], tokens: dict[str, Any], lock_owner: str) -> bool:
+        """Store refreshed tokens in the record (its idle expiry restarts: a request just used it),
+        only while `lock_owner` holds the refresh lock and the record still exists. False when
+        the session ended meanwhile: the caller then owns tokens no session holds."""
         updated = dict(record)
         updated["tokens"] = self.seal_tokens(ref, tokens)
         updated["access_expires_at"] = _expiry(tokens.get("expires_in"), now())
-        self.write(ref, updated)
-        return updated
+        keys = [record_key(ref), refresh_lock_key(ref)]
+        return bool(
+            self._write_if_owner(keys=keys, args=[lock_owner, self._encoder.encode(updated), self.idle_timeout])
+        )
 
     def acquire_refresh_lock(self, ref: SessionRef, lease_ms: int) -> str | None:
         """One refresher per session across every worker and host; the lease outlives an IdP call."""

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 MAX_PARALLEL_REVOCATIONS = 8
 REFRESH_POLL_SECONDS = 0.02
+# IdP calls a refresh may make under its lock, each bounded by the IdP timeout: metadata, token,
+# JWKS and a JWKS refetch for a new kid. The lock's lease outlives them all.
+IDP_CALLS_UNDER_LOCK = 4
 
 
 def end_sessions(store: SessionStore, provider: Provider, flt: SessionFilter) -> list[EndedSession]:
@@ -55,13 +58,13 @@ def access_token_for(
     """
     if not _needs_refresh(record, skew):
         return store.open_tokens(ref, record)["access_token"]
-    lease_ms = int((2 * provider.timeout + 1) * 1000)  # outlives the slowest IdP answer we wait for
+    lease_ms = int((IDP_CALLS_UNDER_LOCK * provider.timeout + 1) * 1000)
     deadline = time.monotonic() + lease_ms / 1000 + provider.timeout
     while True:
         owner = store.acquire_refresh_lock(ref, lease_ms)
         if owner:
             try:
-                return _refresh_locked(store, provider, ref, skew)
+                return _refresh_locked(store, provider, ref, skew, owner)
             finally:
                 store.release_refresh_lock(ref, owner)
         time.sleep(REFRESH_POLL_SECONDS)
@@ -74,7 +77,7 @@ def access_token_for(
             raise BffError(503, "refresh_in_progress", "The session's tokens are being refreshed; try again.")
 
 
-def _refresh_locked(store: SessionStore, provider: Provider, ref: SessionRef, skew: int) -> str:
+def _refresh_locked(store: SessionStore, provider: Provider, ref: SessionRef, skew: int, owner: str) -> str:
     record = store.read(ref)
     if record is None:
         raise RefreshRefused()
@@ -103,17 +106,20 @@ def _refresh_locked(store: SessionStore, provider: Provider, ref: SessionRef, sk
         log.info("session %s: the IdP refused the refresh (%s); ending it", ref.handle, error.code)
         end_sessions(store, provider, SessionFilter(session=ref))
         raise RefreshRefused() from None
-    store.replace_tokens(
-        ref,
-        record,
-        {
-            "access_token": fresh["access_token"],
-            # RFC 6749 §6: without a new refresh token, the old one stays valid.
-            "refresh_token": fresh.get("refresh_token") or tokens["refresh_token"],
-            "id_token": fresh.get("id_token") or tokens["id_token"],
-            "expires_in": fresh.get("expires_in"),
-        },
-    )
+    refreshed = {
+        "access_token": fresh["access_token"],
+        # RFC 6749 §6: without a new refresh token, the old one stays valid.
+        "refresh_token": fresh.get("refresh_token") or tokens["refresh_token"],
+        "id_token": fresh.get("id_token") or tokens["id_token"],
+        "expires_in": fresh.get("expires_in"),
+    }
+    if not store.replace_tokens(ref, record, refreshed, owner):
+        # The session ended while the IdP answered (or our lease ran out): it stays ended, and
+        # the refresh token we were just given must not outlive it.
+        metrics.REFRESHES.labels("session_ended").inc()
+        log.info("session %s ended during its refresh; revoking the new refresh token", ref.handle)
+        provider.revoke_refresh_token(refreshed["refresh_token"])
+        raise RefreshRefused()
     metrics.REFRESHES.labels("success").inc()
     log.info("session %s: tokens refreshed", ref.handle)
     return fresh["access_token"]

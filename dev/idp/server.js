@@ -18,10 +18,13 @@
 //                              tokens this IdP would accept, such as forged logout tokens
 //   IDP_TOKEN_DELAY_MS         tests only: answer the token endpoint this much later, as a
 //                              distant IdP would (widens the window a refresh race needs)
+//   IDP_HOLD_DIR               tests only: while the file <dir>/hold exists, a refresh's answer is held
+//                              back after the tokens are issued (and <dir>/held is written), so a
+//                              test can end the session while a refresh is in flight, then release it
 //   IDP_ISSUED_TOKENS_FILE     tests only: append every token response here, one JSON per line,
 //                              so a test can prove that no issued token leaks out of the BFF.
 import { setDefaultResultOrder } from 'node:dns';
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
@@ -129,6 +132,18 @@ if (tokenDelay) {
   provider.use(async (ctx, next) => {
     if (ctx.path === '/token') await new Promise((resolve) => setTimeout(resolve, tokenDelay));
     await next();
+  });
+}
+
+if (env.IDP_HOLD_DIR) {
+  const hold = `${env.IDP_HOLD_DIR}/hold`;
+  const held = `${env.IDP_HOLD_DIR}/held`;
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.path !== '/token' || ctx.oidc?.params?.grant_type !== 'refresh_token' || !existsSync(hold)) return;
+    writeFileSync(held, '');
+    while (existsSync(hold)) await new Promise((resolve) => setTimeout(resolve, 5));
+    rmSync(held, { force: true });
   });
 }
 

@@ -4,8 +4,13 @@ API and the BFF under gunicorn, each on a free port, started once per test sessi
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 import pytest
 import redis
@@ -33,6 +38,7 @@ class Stack:
     echo_url: str
     spare_port: int
     capture: CaptureUpstream
+    hold_dir: Path
 
     def issued_tokens(self) -> set[str]:
         """Every access, refresh and id token the IdP has issued so far in this run."""
@@ -63,6 +69,30 @@ class Stack:
     def has_session(self, cookie: str) -> bool:
         return bool(self.redis.exists(record_key(SessionRef.from_session_id(cookie))))
 
+    def expire_access_token(self, cookie: str) -> None:
+        """Mark the session's access token as expired, so its next API call refreshes first."""
+        key = record_key(SessionRef.from_session_id(cookie))
+        record = msgspec.msgpack.decode(self.redis.get(key))
+        record["access_expires_at"] = 1
+        self.redis.set(key, msgspec.msgpack.encode(record), keepttl=True)
+
+    @contextmanager
+    def refresh_held_at_the_idp(self) -> Iterator[None]:
+        """While inside, the IdP issues a refresh's tokens but holds its answer back; leaving
+        releases it. `wait_until_refresh_held` tells when a refresh has reached that point."""
+        hold = self.hold_dir / "hold"
+        hold.touch()
+        try:
+            yield
+        finally:
+            hold.unlink()
+
+    def wait_until_refresh_held(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.hold_dir / "held").exists():
+            assert time.monotonic() < deadline, "no refresh reached the IdP"
+            time.sleep(0.01)
+
     def snapshot(self) -> dict[bytes, bytes]:
         """Every key in Redis with its value: 'bad input changes nothing' compares two of these."""
         return {key: self.redis.dump(key) for key in self.redis.scan_iter()}
@@ -81,6 +111,8 @@ def stack(workdir):
     signing_key = RSAKey.generate_key(2048, parameters={"kid": "test-key-1", "use": "sig", "alg": "RS256"})
     jwks_file = workdir / "idp-jwks.json"
     jwks_file.write_text(json.dumps({"keys": [signing_key.as_dict(private=True)]}))
+    hold_dir = workdir / "idp-hold"
+    hold_dir.mkdir()
     services = [start_redis(ports["redis"], workdir)]
     capture = CaptureUpstream()
     try:
@@ -92,6 +124,7 @@ def stack(workdir):
                 [bff_url, bff_hint_url, spare_url],
                 IDP_ISSUED_TOKENS_FILE=str(tokens_file),
                 IDP_JWKS_FILE=str(jwks_file),
+                IDP_HOLD_DIR=str(hold_dir),
             )
         )
         services.append(start_echo(ports["echo"], issuer, workdir))
@@ -126,6 +159,7 @@ def stack(workdir):
             echo_url,
             ports["bff_spare"],
             capture,
+            hold_dir,
         )
         client.close()
     finally:
