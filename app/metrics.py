@@ -25,7 +25,9 @@ LOGOUTS = Counter("bff_logouts_total", "Sessions ended by POST /bff/logout.")
 BACKCHANNEL_LOGOUTS = Counter("bff_backchannel_logouts_total", "Back-channel logout requests, by result.", ["result"])
 SESSIONS_ENDED_BY_IDP = Counter("bff_backchannel_sessions_ended_total", "Sessions ended by back-channel logout.")
 REFRESHES = Counter(
-    "bff_token_refreshes_total", "Access-token refreshes, by result (success, refused, idp_unavailable, session_ended).", ["result"]
+    "bff_token_refreshes_total",
+    "Access-token refreshes, by result (success, refused, idp_unavailable, session_ended).",
+    ["result"],
 )
 PROXY_REQUESTS = Counter(
     "bff_proxy_requests_total", "Requests through /api, by upstream and status.", ["upstream", "status"]
@@ -39,6 +41,28 @@ REQUEST_DURATION = Histogram(
 REDIS_ERRORS = Counter("bff_redis_errors_total", "Requests that failed because Redis did not answer.")
 
 
+# Label values come from fixed sets, whatever a client or an IdP sends: a label per made-up error
+# code or method would grow /metrics (and every worker's memory) without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+RESULTS = frozenset(
+    {
+        "success", "access_denied", "account_selection_required", "consent_required", "idp_error",
+        "idp_unavailable", "interaction_required", "invalid_grant", "invalid_id_token", "invalid_issuer",
+        "invalid_metadata", "invalid_request", "invalid_scope", "invalid_state", "login_required",
+        "server_error", "session_store_unavailable", "temporarily_unavailable", "token_request_failed",
+        "unauthorized_client", "unsupported_response_type",
+    }
+)  # fmt: skip
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "OTHER"
+
+
+def result_label(code: str) -> str:
+    return code if code in RESULTS else "other"
+
+
 def status_label(status: int) -> str:
     """HTTP statuses as label values: a fixed set, whatever an upstream answers."""
     return str(status) if 100 <= status <= 599 else "other"
@@ -50,7 +74,7 @@ def outcome(counter: Counter) -> Iterator[None]:
     try:
         yield
     except BffError as error:
-        counter.labels(error.code).inc()
+        counter.labels(result_label(error.code)).inc()
         raise
     counter.labels("success").inc()
 

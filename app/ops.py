@@ -47,7 +47,8 @@ def observe(response: Response) -> Response:
     """Latency by route (the rule, not the path: label values stay few)."""
     rule = request.url_rule.rule if request.url_rule else "unmatched"
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    metrics.REQUEST_DURATION.labels(rule, request.method, str(response.status_code)).observe(elapsed)
+    labels = (rule, metrics.method_label(request.method), metrics.status_label(response.status_code))
+    metrics.REQUEST_DURATION.labels(*labels).observe(elapsed)
     return response
 
 

@@ -104,6 +104,13 @@ def test_metrics_add_up_across_two_workers(stack, make_agent, metrics_stack):
             assert http.get(f"{metrics_stack}/bff/user", headers=headers, cookies=cookie).status_code == 200
         assert http.post(f"{metrics_stack}/bff/logout", headers=headers, cookies=cookie).status_code == 200
         assert http.post(f"{metrics_stack}/bff/backchannel-logout", data={"logout_token": "x"}).status_code == 400
+        # Label values an attacker picks: error codes in the callback URL, made-up methods.
+        for i in range(30):
+            code = "made_up_error_" + "abcdefghijklmnopqrstuvwxyz"[i % 26] * (i + 1)
+            assert http.get(f"{metrics_stack}/bff/callback?error={code}", timeout=10).status_code == 400
+        for i in range(10):
+            method = "ZZ" + "ABCDEFGHIJ"[i] * 4
+            assert http.request(method, f"{metrics_stack}/bff/user", timeout=10).status_code == 405
         text = http.get(f"{metrics_stack}/metrics").text
 
     assert sample(text, "bff_proxy_requests_total", upstream="echo", status="200") == 8
@@ -114,6 +121,9 @@ def test_metrics_add_up_across_two_workers(stack, make_agent, metrics_stack):
     assert sample(text, "bff_backchannel_logouts_total", result="invalid_request") == 1
     assert sample(text, "bff_request_duration_seconds_count", route="/bff/user", method="GET", status="200") == 5
     assert sample(text, "bff_sessions_active") >= 1
+    assert sample(text, "bff_logins_total", result="other") == 30
+    assert sample(text, "bff_request_duration_seconds_count", route="unmatched", method="OTHER", status="405") == 10
+    assert "made_up_error" not in text and "ZZAAAA" not in text
     # Files of three processes: the master (which imported the app) and both workers, whose
     # counts the figures above add up.
     processes = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
