@@ -113,21 +113,27 @@ def user() -> Response:
 @bp.post("/logout")
 @csrf_protected
 def logout() -> Response:
-    """End this session here and at the IdP; the SPA then navigates to `logout_url`."""
+    """End this session here and at the IdP; the SPA then navigates to `logout_url`.
+
+    Without a live session (never signed in, idled out, ended elsewhere) the IdP session may
+    still be alive, and ending it is the point: the same end-session URL, in its client_id form."""
     settings = extensions.settings()
-    if not session.get("sub"):
-        return jsonify(logout_url=settings.post_logout_redirect_uri)
-    provider = extensions.provider()
+    signed_in = bool(session.get("sub"))
     id_token_hint = None
-    if settings.logout_mode == "id_token_hint":
-        id_token_hint = extensions.store().open_tokens(SessionRef.from_session_id(session.sid), session)["id_token"]
-    logout_url = provider.logout_url(
+    if signed_in and settings.logout_mode == "id_token_hint":
+        ref = SessionRef.from_session_id(session.sid)
+        tokens = extensions.store().open_tokens(ref, session) if ref else None
+        id_token_hint = tokens.get("id_token") if tokens else None  # unreadable: the client_id form
+    logout_url = extensions.provider().logout_url(
         post_logout_redirect_uri=settings.post_logout_redirect_uri,
         state=secrets.token_urlsafe(16),
         id_token_hint=id_token_hint,
     )
-    _end_this_session()
-    metrics.LOGOUTS.inc()
+    if signed_in:
+        _end_this_session()
+        metrics.LOGOUTS.inc()
+    elif settings.cookie_name in request.cookies:
+        session.clear()  # a stale cookie goes too
     return jsonify(logout_url=logout_url)
 
 

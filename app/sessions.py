@@ -104,7 +104,8 @@ def sid_index_key(tag: str, sid: str) -> str:
 
 
 def sid_pointer_key(sid: str) -> str:
-    """Which user an IdP session id belongs to, for logout tokens that carry a sid but no sub."""
+    """Which users (a set of user tags) an IdP session id names, for logout tokens that carry a
+    sid but no sub. Several users may share one sid (an IdP may reuse it after a switch)."""
     return f"bff:sid:{{{digest(sid)[:22]}}}"
 
 
@@ -192,8 +193,14 @@ class SessionStore:
         kept = {k: tokens.get(k) for k in ("access_token", "refresh_token", "id_token")}
         return self.cipher.seal(json.dumps(kept).encode(), ref.key_id.encode())
 
-    def open_tokens(self, ref: SessionRef, record: dict[str, Any]) -> dict[str, Any]:
-        return json.loads(self.cipher.open(record["tokens"], ref.key_id.encode()))
+    def open_tokens(self, ref: SessionRef, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The session's tokens, or None when no configured key opens them (sealed with a key
+        that has since been retired): such a session can only be ended, never used."""
+        try:
+            return json.loads(self.cipher.open(record["tokens"], ref.key_id.encode()))
+        except UnreadableTokens:
+            log.warning("session %s: tokens sealed with a retired key", ref.handle)
+            return None
 
     def read(self, ref: SessionRef) -> dict[str, Any] | None:
         """One round trip: GETEX slides the idle expiry; the absolute expiry is checked here."""
@@ -224,14 +231,15 @@ class SessionStore:
         index_until = record["expires_at"] + self.idle_timeout
         sid = record.get("sid")
         pipe.set(record_key(ref), self._encoder.encode(record), ex=self.idle_timeout)
-        if sid:
-            pipe.set(sid_pointer_key(sid), ref.tag, exat=index_until)
-        indexes = [user_index_key(ref.tag), ALL_SESSIONS_KEY] + ([sid_index_key(ref.tag, sid)] if sid else [])
+        # The sid pointer is written after the sid index, so that a concurrent removal that sees
+        # the index empty and drops the pointer finds the index filled again when it re-checks.
+        indexes = [user_index_key(ref.tag), ALL_SESSIONS_KEY]
+        indexes += [sid_index_key(ref.tag, sid), sid_pointer_key(sid)] if sid else []
         for index in indexes:
             if index == ALL_SESSIONS_KEY:
                 pipe.zadd(index, {_member(ref): index_until})
             else:
-                pipe.sadd(index, ref.key_id)
+                pipe.sadd(index, ref.tag if sid and index == sid_pointer_key(sid) else ref.key_id)
             pipe.expireat(index, index_until, nx=True)
             pipe.expireat(index, index_until, gt=True)
 
@@ -262,9 +270,9 @@ class SessionStore:
         """Live sessions matching the filter; index entries whose record expired are dropped."""
         if flt.session is not None:
             return [flt.session] if self.client.exists(record_key(flt.session)) else []
-        tag = self._tag_for(flt)
-        if tag is None:
-            return []
+        return [ref for tag in self._tags_for(flt) for ref in self._find_in(tag, flt)]
+
+    def _find_in(self, tag: str, flt: SessionFilter) -> list[SessionRef]:
         index = sid_index_key(tag, flt.sid) if flt.sid else user_index_key(tag)
         refs = [SessionRef(tag, key_id.decode()) for key_id in sorted(self.client.smembers(index))]
         if not refs:
@@ -279,42 +287,61 @@ class SessionStore:
         return [ref for ref, exists in zip(refs, alive, strict=True) if exists]
 
     def remove(self, flt: SessionFilter) -> list[EndedSession]:
-        """Delete the matching records and their index entries; return what the IdP should revoke."""
+        """Delete the matching records and every index entry they own (user, sid, sid pointer,
+        all-sessions); return what the IdP should revoke. One transaction per user, as Redis
+        Cluster requires keys of one slot per transaction."""
         refs = [flt.session] if flt.session is not None else self.find(flt)
         if not refs:
             return []
-        tag = refs[0].tag
+        by_tag: dict[str, list[SessionRef]] = {}
+        for ref in refs:
+            by_tag.setdefault(ref.tag, []).append(ref)
+        ended = [session for tag, group in by_tag.items() for session in self._remove_group(tag, group)]
+        self.client.zrem(ALL_SESSIONS_KEY, *(_member(ref) for ref in refs))
+        return ended
+
+    def _remove_group(self, tag: str, refs: list[SessionRef]) -> list[EndedSession]:
         pipe = self.client.pipeline(transaction=True)
         for ref in refs:
             pipe.getdel(record_key(ref))
         pipe.srem(user_index_key(tag), *(ref.key_id for ref in refs))
         raws = pipe.execute()[:-1]
-        ended, cleanup = [], self.client.pipeline(transaction=True)
+        ended, by_sid = [], {}
         for ref, raw in zip(refs, raws, strict=True):
             if not raw:
                 continue
             record = self._decoder.decode(raw)
             if record.get("sid"):
-                cleanup.srem(sid_index_key(tag, record["sid"]), ref.key_id)
+                by_sid.setdefault(record["sid"], []).append(ref.key_id)
             ended.append(EndedSession(ref.handle, record["sub"], self._refresh_token(ref, record)))
-        if len(cleanup):
-            cleanup.execute()
-        self.client.zrem(ALL_SESSIONS_KEY, *(_member(ref) for ref in refs))
+        for sid, key_ids in by_sid.items():
+            self._unindex_sid(tag, sid, key_ids)
         return ended
 
-    def _refresh_token(self, ref: SessionRef, record: dict[str, Any]) -> str | None:
-        try:
-            return self.open_tokens(ref, record).get("refresh_token")
-        except UnreadableTokens:
-            log.warning("session %s: tokens sealed with a retired key; not revoked at the IdP", ref.handle)
-            return None
+    def _unindex_sid(self, tag: str, sid: str, key_ids: list[str]) -> None:
+        """Drop sessions from their sid index, and the user from the sid pointer once none is left."""
+        index, pointer = sid_index_key(tag, sid), sid_pointer_key(sid)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.srem(index, *key_ids)
+        pipe.scard(index)
+        if pipe.execute()[1]:
+            return
+        self.client.srem(pointer, tag)
+        left = self.client.ttl(index)  # a session written under this sid meanwhile? keep pointing
+        if left > 0:
+            self.client.sadd(pointer, tag)
+            self.client.expire(pointer, left, gt=True)
+            self.client.expire(pointer, left, nx=True)
 
-    def _tag_for(self, flt: SessionFilter) -> str | None:
+    def _refresh_token(self, ref: SessionRef, record: dict[str, Any]) -> str | None:
+        tokens = self.open_tokens(ref, record)
+        return tokens.get("refresh_token") if tokens else None  # unreadable: nothing to revoke
+
+    def _tags_for(self, flt: SessionFilter) -> list[str]:
         if flt.sub is not None:
-            return user_tag(flt.sub)
+            return [user_tag(flt.sub)]
         if flt.sid is not None:
-            tag = self.client.get(sid_pointer_key(flt.sid))
-            return tag.decode() if tag else None
+            return sorted(tag.decode() for tag in self.client.smembers(sid_pointer_key(flt.sid)))
         raise ValueError("a filter names a session, a sid or a sub")
 
     def ref_for_handle(self, handle: str) -> SessionRef | None:

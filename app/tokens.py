@@ -57,7 +57,7 @@ def access_token_for(
     instead of spending the (rotating, single-use) refresh token a second time.
     """
     if not _needs_refresh(record, skew):
-        return store.open_tokens(ref, record)["access_token"]
+        return _usable_tokens(store, provider, ref, record)["access_token"]
     lease_ms = int((IDP_CALLS_UNDER_LOCK * provider.timeout + 1) * 1000)
     deadline = time.monotonic() + lease_ms / 1000 + provider.timeout
     while True:
@@ -72,7 +72,7 @@ def access_token_for(
         if record is None:
             raise RefreshRefused()  # ended meanwhile (the refresh was refused, or a logout)
         if not _needs_refresh(record, skew):
-            return store.open_tokens(ref, record)["access_token"]
+            return _usable_tokens(store, provider, ref, record)["access_token"]
         if time.monotonic() > deadline:
             raise BffError(503, "refresh_in_progress", "The session's tokens are being refreshed; try again.")
 
@@ -81,7 +81,7 @@ def _refresh_locked(store: SessionStore, provider: Provider, ref: SessionRef, sk
     record = store.read(ref)
     if record is None:
         raise RefreshRefused()
-    tokens = store.open_tokens(ref, record)
+    tokens = _usable_tokens(store, provider, ref, record)
     if not _needs_refresh(record, skew):
         return tokens["access_token"]
     if not tokens.get("refresh_token"):
@@ -123,6 +123,16 @@ def _refresh_locked(store: SessionStore, provider: Provider, ref: SessionRef, sk
     metrics.REFRESHES.labels("success").inc()
     log.info("session %s: tokens refreshed", ref.handle)
     return fresh["access_token"]
+
+
+def _usable_tokens(store: SessionStore, provider: Provider, ref: SessionRef, record: dict[str, Any]) -> dict[str, Any]:
+    """The session's tokens; a session whose tokens no configured key opens (a retired key) is
+    ended, and the caller answers 401 `session_expired`."""
+    tokens = store.open_tokens(ref, record)
+    if tokens is None:
+        end_sessions(store, provider, SessionFilter(session=ref))
+        raise RefreshRefused()
+    return tokens
 
 
 def _needs_refresh(record: dict[str, Any], skew: int) -> bool:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 from support.agent import set_cookies
 from support.forms import is_login_form
+
+from app.crypto import TokenCipher, generate_key, parse_keys
+from app.sessions import SessionRef, record_key
 
 
 def test_sign_in_see_the_user_sign_out_of_app_and_idp_then_the_idp_asks_for_credentials_again(stack, agent):
@@ -115,10 +119,13 @@ def test_return_url_is_honoured_after_sign_in(agent):
     assert response.status_code == 302 and response.headers["Location"] == "/orders?tab=open"
 
 
-def test_logout_without_a_session_returns_the_post_logout_url(stack, agent):
+def test_logout_without_a_session_still_returns_the_idp_end_session_url(stack, agent):
     response = agent.logout()
     assert response.status_code == 200
-    assert response.json() == {"logout_url": f"{stack.bff_url}/"}
+    logout_url = response.json()["logout_url"]
+    assert logout_url.startswith(f"{stack.issuer}/session/end?")
+    query = parse_qs(urlsplit(logout_url).query)
+    assert query["post_logout_redirect_uri"] == [f"{stack.bff_url}/"] and query["state"][0]
 
 
 def test_logout_by_get_is_405(agent):
@@ -156,3 +163,58 @@ def test_every_key_the_bff_writes_has_a_ttl(stack, signed_in):
     keys = list(stack.redis.scan_iter())
     assert stack.session_keys()
     assert all(stack.redis.ttl(key) > 0 for key in keys)
+
+
+def test_logout_after_the_session_idled_out_still_ends_the_idp_session(stack, make_agent):
+    """The seed's bug: the BFF session is gone (idle expiry), the IdP's is not. Logout must
+    still send the browser to the IdP's end-session endpoint, or the next login is silent."""
+    a = make_agent()
+    a.login("idler")
+    stack.redis.delete(record_key(SessionRef.from_session_id(a.session_cookie)))  # as idle expiry would
+    response = a.logout()
+    assert response.status_code == 200
+    logout_url = response.json()["logout_url"]
+    assert logout_url.startswith(f"{stack.issuer}/session/end?")
+    query = parse_qs(urlsplit(logout_url).query)
+    assert query["client_id"] and query["state"][0] and "id_token_hint" not in query
+    a.follow_logout_url(logout_url)
+    assert is_login_form(a.start_login().text)
+
+
+def test_logout_without_a_session_in_hint_mode_uses_the_client_id_form(stack, make_agent):
+    a = make_agent(stack.bff_hint_url)
+    response = a.logout()
+    query = parse_qs(urlsplit(response.json()["logout_url"]).query)
+    assert response.json()["logout_url"].startswith(f"{stack.issuer}/session/end?")
+    assert query["client_id"] and query["state"][0] and "id_token_hint" not in query
+
+
+def seal_with_a_retired_key(stack, cookie: str) -> None:
+    """Re-seal the session's tokens with a key no BFF is configured with any more."""
+    key = record_key(SessionRef.from_session_id(cookie))
+    record = msgspec.msgpack.decode(stack.redis.get(key))
+    retired = TokenCipher(parse_keys(generate_key()))
+    record["tokens"] = retired.seal(b'{"access_token": "x"}', SessionRef.from_session_id(cookie).key_id.encode())
+    stack.redis.set(key, msgspec.msgpack.encode(record), keepttl=True)
+
+
+def test_logout_in_hint_mode_with_tokens_under_a_retired_key_still_ends_the_session(stack, make_agent):
+    a = make_agent(stack.bff_hint_url)
+    a.login("rotated")
+    cookie = a.session_cookie
+    seal_with_a_retired_key(stack, cookie)
+    response = a.logout()
+    assert response.status_code == 200
+    query = parse_qs(urlsplit(response.json()["logout_url"]).query)
+    assert query["client_id"] and "id_token_hint" not in query
+    assert not stack.has_session(cookie) and a.user().status_code == 401
+
+
+def test_an_api_call_with_tokens_under_a_retired_key_ends_the_session_with_session_expired(stack, make_agent):
+    a = make_agent()
+    a.login("rotated-api")
+    cookie = a.session_cookie
+    seal_with_a_retired_key(stack, cookie)
+    response = a.get(f"{a.bff_url}/api/echo/x", headers={"X-CSRF": "1"})
+    assert response.status_code == 401 and response.json()["error"] == "session_expired"
+    assert not stack.has_session(cookie)
