@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app, settings.redis_url, settings.redis_timeout, settings.session_idle_timeout, settings.token_encryption_keys
     )
     cli.init_app(app)
-    security.init_app(app)
+    security.init_app(app, https=settings.https)
     logs.init_app(app)
     ops.init_app(app)
     app.register_blueprint(bff.bp)

@@ -11,7 +11,7 @@ from . import extensions, metrics
 from .errors import BffError
 from .jwt_checks import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE
 from .login import LOGIN_TTL, attempt_cookie_name, begin_login, complete_login, parse_prompt, public_claims
-from .security import csrf_protected, is_local_return_url
+from .security import csrf_protected, normalize_return_url
 from .sessions import SessionFilter, SessionRef, new_session_id, now
 from .tokens import end_sessions
 
@@ -36,8 +36,8 @@ def never_cache(response: Response) -> Response:
 @bp.get("/login")
 def login() -> Response:
     """Send the browser to the IdP; `returnUrl` must be a path on this site."""
-    return_url = request.args.get("returnUrl", "/")
-    if not is_local_return_url(return_url):
+    return_url = normalize_return_url(request.args.get("returnUrl", "/"))
+    if return_url is None:
         raise BffError(400, "invalid_return_url", "returnUrl must be a path on this site, such as /orders.")
     prompt = parse_prompt(request.args.get("prompt"))
     start = begin_login(

@@ -24,9 +24,43 @@ from .errors import BffError
 log = logging.getLogger(__name__)
 
 CSRF_HEADER = "X-CSRF"
+# For HTML the BFF renders (error pages) or relays without a policy of its own: no script, no
+# framing, nothing loaded. The SPA's pages carry their own policy (spa.py).
+STRICT_HTML_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+HSTS = "max-age=31536000"  # a year; includeSubDomains is left to the operator's nginx
 # Three login cookies each sealing a return URL this long still fit gunicorn's and nginx's 8 KB
 # header limits (README, "Sign-in attempts").
 MAX_RETURN_URL_LENGTH = 1024
+
+
+def normalize_return_url(url: str) -> str | None:
+    """The return URL with its dot segments resolved as a browser resolves them (`.`, `..`,
+    and their `%2e` spellings), if the result is a path on this site; else None.
+
+    Checking the normalised form matters: `/.//evil.example` looks local, yet resolves to
+    `//evil.example`, which a SPA may hand to `location` as another origin."""
+    if not url or len(url) > MAX_RETURN_URL_LENGTH or not url.startswith("/"):
+        return None
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    path, rest = url[:cut], url[cut:]
+    segments: list[str] = []
+    parts = path.split("/")[1:]
+    for i, segment in enumerate(parts):
+        dots = segment.lower().replace("%2e", ".")
+        last = i == len(parts) - 1
+        if dots == "..":
+            if segments:
+                segments.pop()
+        elif dots != ".":
+            segments.append(segment)
+            continue
+        if last:
+            segments.append("")  # `/a/.` and `/a/b/..` end in a slash
+    normalized = "/" + "/".join(segments) + rest
+    return normalized if is_local_return_url(normalized) else None
 
 
 def is_local_return_url(url: str) -> bool:
@@ -34,6 +68,7 @@ def is_local_return_url(url: str) -> bool:
 
     Rejects `//host`, `/\\host` (browsers treat a backslash as a slash), schemes, and control
     characters or spaces (browsers strip tabs and newlines, turning `/\\t/host` into `//host`).
+    Dot segments are the caller's to resolve first (`normalize_return_url`).
     """
     if not url or len(url) > MAX_RETURN_URL_LENGTH or not url.startswith("/"):
         return False
@@ -110,8 +145,20 @@ _HTTP_CODES = {
 }
 
 
-def init_app(app: Flask) -> None:
-    """Route every failure through `error_response`, so no stack trace or token reaches a client."""
+def init_app(app: Flask, https: bool) -> None:
+    """Route every failure through `error_response`, so no stack trace or token reaches a client,
+    and put the security headers on every response."""
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        headers = response.headers
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Referrer-Policy"] = "no-referrer"
+        if response.mimetype == "text/html" and "Content-Security-Policy" not in headers:
+            headers["Content-Security-Policy"] = STRICT_HTML_CSP
+        if https:
+            headers["Strict-Transport-Security"] = HSTS
+        return response
 
     @app.before_request
     def refuse_oversized_bodies() -> None:

@@ -19,9 +19,7 @@ CONTENT_SECURITY_POLICY = (
 
 @bp.after_request
 def harden(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY  # nosniff & co.: security.py
     return response
 
 

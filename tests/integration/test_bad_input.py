@@ -154,7 +154,15 @@ CASES = [
     (unknown_endpoint, 404, "not_found"),
 ] + [
     (bad_return_url(value), 400, "invalid_return_url")
-    for value in ["//evil.example", "/\\evil.example", "https://evil.example/", "javascript:alert(1)", "/\t/evil", ""]
+    for value in [
+        "//evil.example",
+        "/.//evil.example",
+        "/\\evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/\t/evil",
+        "",
+    ]
 ]
 
 
