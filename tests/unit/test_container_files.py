@@ -68,3 +68,13 @@ def test_the_image_runs_gunicorn_as_a_non_root_user_with_a_healthcheck():
     assert "HEALTHCHECK" in bff_stage and "/healthz" in bff_stage
     assert 'ENTRYPOINT ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]' in bff_stage
     assert "requirements-dev" not in dockerfile  # runtime dependencies only
+
+
+def test_the_images_open_bind_is_documented_as_for_behind_a_buffering_proxy():
+    """Slow clients hold gunicorn's threads (16 slow sockets starve 2 x 8): the image listens on
+    every interface only for the proxy in front of it, and says so where the bind is set."""
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    comment = dockerfile.split("ENV BFF_BIND=0.0.0.0:8000")[0].rsplit("USER 10001", 1)[1]
+    assert "BEHIND A BUFFERING PROXY" in comment
+    readme = (DOCKER.parent / "README.md").read_text()
+    assert "**Never expose gunicorn to browsers directly" in readme
