@@ -1,27 +1,79 @@
-"""gunicorn settings for the BFF. Every value can be set through the environment (BFF_*) or on
-the command line. Figures behind the defaults: README, "Operating it"."""
+"""gunicorn settings for the BFF, read from the environment (BFF_*, checked by
+app.config.load_server_settings) and overridden by the command line. Figures behind the defaults:
+README, "Operating it"."""
 
+import atexit
 import os
 import shutil
+import sys
 import tempfile
 
-from prometheus_client import multiprocess
+# Metrics add up across workers through files in one folder. prometheus_client decides when it is
+# first imported whether to write them, so the folder is set up before anything imports it (the
+# app package, imported below, does). A folder given in PROMETHEUS_MULTIPROC_DIR is emptied, since
+# an earlier server's counts would add up with ours; otherwise one is created here and removed when
+# this process exits. _BFF_CREATED_METRICS_DIR remembers which, for when this file is read again
+# (SIGHUP) and when the server stops.
+CREATED = "_BFF_CREATED_METRICS_DIR"
 
-bind = os.environ.get("BFF_BIND", "127.0.0.1:8000")
+
+def _set_up_metrics_dir() -> None:
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given and given == os.environ.get(CREATED):
+        return  # ours, and this file is being read again: keep the counts
+    if given:
+        shutil.rmtree(given, ignore_errors=True)
+        os.makedirs(given, exist_ok=True)
+        return
+    created = tempfile.mkdtemp(prefix="bff-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[CREATED] = created
+    # on_exit runs only once the server has started; this also covers a start that fails. Workers
+    # inherit the registration, hence the check that this is still the process that created it.
+    master = os.getpid()
+    atexit.register(lambda: os.getpid() == master and _remove_created_metrics_dir())
+
+
+def _remove_created_metrics_dir() -> None:
+    created = os.environ.get(CREATED)
+    if created:
+        shutil.rmtree(created, ignore_errors=True)
+
+
+def _stop(message: str) -> None:
+    print(f"bff: configuration error: {message}", file=sys.stderr)
+    sys.exit(3)  # as wsgi.py; exiting here, gunicorn prints no traceback
+
+
+try:
+    _set_up_metrics_dir()
+except OSError as error:
+    _stop(f"PROMETHEUS_MULTIPROC_DIR: cannot create a folder for the metrics: {error}")
+
+from app.config import ConfigError, load_server_settings  # noqa: E402 - after the metrics folder is set
+
+try:
+    server = load_server_settings(os.environ)
+except ConfigError as error:
+    _stop(str(error))
+
+bind = server.bind
 # I/O-bound work (Redis, the IdP, upstream APIs): threads wait cheaply while a request is out.
-worker_class = os.environ.get("BFF_WORKER_CLASS", "gthread")
-workers = int(os.environ.get("BFF_WORKERS", "2"))
-threads = int(os.environ.get("BFF_THREADS", "8"))
+worker_class = server.worker_class
+workers = server.workers
+threads = server.threads
 # A worker that stops heart-beating this long is replaced (gthread beats between requests, so a
 # slow upstream call does not trip it); SIGTERM lets requests in flight finish for this long.
-timeout = int(os.environ.get("BFF_WORKER_TIMEOUT", "60"))
-graceful_timeout = int(os.environ.get("BFF_GRACEFUL_TIMEOUT", "30"))
-keepalive = int(os.environ.get("BFF_KEEPALIVE", "5"))
-# Behind a reverse proxy, list its addresses so X-Forwarded-* are believed (see BFF_PROXY_FIX).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+timeout = server.worker_timeout
+graceful_timeout = server.graceful_timeout
+keepalive = server.keepalive
+# Behind a reverse proxy, list its addresses so X-Forwarded-* are believed (see BFF_TRUSTED_PROXIES).
+forwarded_allow_ips = server.forwarded_allow_ips
 # Load the app once in the master: a configuration error stops everything with one line, and
 # workers fork ready to serve.
 preload_app = True
+# gunicorn's control socket (runtime worker count, reload, shutdown) is off: by default every
+# instance on a host shares one path under $HOME, and the BFF needs no remote control.
+control_socket_disable = True
 # The app writes one JSON access line per request (app/logs.py); gunicorn's would duplicate it.
 accesslog = None
 logconfig_dict = {
@@ -37,12 +89,12 @@ logconfig_dict = {
     },
 }
 
-# Metrics add up across workers through files in one folder, emptied when the server starts
-# (this file is read once, before the app and its metrics are imported).
-metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bff-metrics-"))
-shutil.rmtree(metrics_dir, ignore_errors=True)
-os.makedirs(metrics_dir, exist_ok=True)
-
 
 def child_exit(server, worker):
+    from prometheus_client import multiprocess  # here: importing it above would fix its mode too early
+
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    _remove_created_metrics_dir()

@@ -7,13 +7,14 @@ import os
 import sys
 
 from app import create_app, logs
-from app.config import ConfigError
-
-logs.configure(os.environ.get("BFF_LOG_LEVEL", "INFO"))
+from app.config import ConfigError, load_settings
 
 try:
-    app = create_app()
+    settings = load_settings(os.environ)
 except ConfigError as error:
     print(f"bff: configuration error: {error}", file=sys.stderr)
     # 3 is gunicorn's "worker failed to boot": the arbiter stops instead of respawning forever.
     sys.exit(3)
+
+logs.configure(settings.log_level)
+app = create_app(settings)

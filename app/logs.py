@@ -21,6 +21,10 @@ from flask import Flask, Response, g, has_request_context, request, session
 from .sessions import SessionRef
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# A query string in gunicorn's lines (`Invalid HTTP request line: 'GET /bff/callback?code=…'`):
+# from `?` to the next whitespace, keeping a closing quote. Not up to the first quote: a quote in
+# the query would make repr() quote the line with `"`, and the rest of the query would show.
+QUERY = re.compile(r"""\?\S+?(?=['"]?(?:\s|$))""")
 CONTEXT_FIELDS = ("request_id", "method", "path", "status", "duration_ms", "session", "sub")
 
 access_log = logging.getLogger("bff.access")
@@ -28,11 +32,14 @@ access_log = logging.getLogger("bff.access")
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name.startswith("gunicorn."):  # the app's own lines never carry a query
+            message = QUERY.sub("?[redacted]", message)
         entry = {
             "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": message,
         }
         if has_request_context() and "request_id" in g:
             entry["request_id"] = g.request_id

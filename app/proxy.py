@@ -104,7 +104,7 @@ def forward(name: str, path: str) -> Response:
         raise BffError(404, "unknown_upstream", f"No API is configured under /api/{name}.")
     prefix = f"{request.script_root}/api/{name}"
     tail = api_tail(raw_path(request.environ), prefix + "/")
-    url = upstream_url(getattr(upstream, "url", upstream), tail, request.query_string.decode("latin-1"))
+    url = upstream_url(upstream.url, tail, request.query_string.decode("latin-1"))
     ref = SessionRef.from_session_id(session.sid)
     if not session.get("sub") or ref is None:
         raise BffError(401, "unauthenticated", "No one is signed in.")
@@ -113,7 +113,7 @@ def forward(name: str, path: str) -> Response:
     answer = _send(
         url,
         body,
-        _upstream_headers(token, name, getattr(upstream, "forward_headers", frozenset()), body),
+        _upstream_headers(token, name, upstream.forward_headers, body),
         name,
         settings,
     )

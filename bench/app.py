@@ -9,10 +9,12 @@ import os
 from flask import current_app, jsonify
 
 from app import create_app, logs
+from app.config import load_settings
 from bench.keys import NAIVE_KEY
 
-logs.configure(os.environ.get("BFF_LOG_LEVEL", "INFO"))  # as wsgi.py: production logging
-app = create_app()
+settings = load_settings(os.environ)
+logs.configure(settings.log_level)  # as wsgi.py: production logging
+app = create_app(settings)
 
 
 @app.get("/bench/bare")

@@ -182,7 +182,7 @@ def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], **extr
 def start_echo(port: int, issuer: str, workdir: Path) -> Service:
     """The sample API, checking access tokens from the IdP at `issuer`."""
     args = [str(VENV_BIN / "gunicorn"), "-c", "/dev/null", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
-    args += ["--threads", "16"]  # not the BFF's gunicorn.conf.py: a plain threaded server
+    args += ["--threads", "16", "--no-control-socket"]  # not the BFF's gunicorn.conf.py: a plain threaded server
     env = {"ECHO_ISSUER": issuer, "ECHO_AUDIENCE": API_AUDIENCE}
     service = Service("echo-api", [*args, "dev.echo_api:app"], workdir / "echo-api.log", env)
     service.wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 401)

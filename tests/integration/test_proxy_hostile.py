@@ -144,6 +144,15 @@ def test_client_headers_reach_the_upstream_only_from_the_allow_list(stack, signe
     assert seen.header("Authorization") != "Bearer forged" and seen.header("Authorization").startswith("Bearer ")
 
 
+def test_an_upstream_may_list_extra_headers_it_receives(stack, signed_in):
+    stack.capture.clear()
+    for name in ("cap-tenant", "cap"):
+        assert raw_request(signed_in, "GET", f"/api/{name}/x", headers={"X-Tenant": "t-7"})[0] == 200
+    tenant, plain = stack.capture.seen
+    assert tenant.target == "/tenant/x" and tenant.header("X-Tenant") == "t-7"
+    assert plain.header("X-Tenant") is None
+
+
 def test_the_spa_cookies_are_forwarded_as_sent_without_the_bff_cookies(stack, signed_in):
     stack.capture.clear()
     session = signed_in.session_cookie

@@ -133,6 +133,7 @@ def stack(workdir):
             "echo-base": f"{echo_url}/base/path",
             "closed": f"http://127.0.0.1:{ports['closed']}",
             "cap": f"{capture.url}/base",
+            "cap-tenant": {"url": f"{capture.url}/tenant", "forward_headers": ["X-Tenant"]},
         }
         env = bff_env(
             bff_url,

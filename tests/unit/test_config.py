@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, ServerSettings, Upstream, load_server_settings, load_settings
 from app.crypto import generate_key
 from app.sessions import parse_redis_url
 
@@ -33,8 +35,52 @@ def test_api_upstreams_are_a_json_object_of_base_urls():
     settings = load_settings(
         {**BASE, "BFF_API_UPSTREAMS": '{"orders": "https://api.example.com/v1/", "echo": "http://127.0.0.1:9100"}'}
     )
-    assert settings.api_upstreams == {"orders": "https://api.example.com/v1", "echo": "http://127.0.0.1:9100"}
+    assert settings.api_upstreams == {
+        "orders": Upstream("https://api.example.com/v1", frozenset()),
+        "echo": Upstream("http://127.0.0.1:9100", frozenset()),
+    }
     assert load_settings(BASE).api_upstreams == {}
+
+
+def test_an_upstream_object_lists_the_extra_headers_it_receives_in_lower_case():
+    headers = ["X-Tenant", "If-Match", "x-b3-traceid"]
+    raw = json.dumps({"orders": {"url": "https://api.example.com/v1/", "forward_headers": headers}})
+    settings = load_settings({**BASE, "BFF_API_UPSTREAMS": raw})
+    assert settings.api_upstreams == {
+        "orders": Upstream("https://api.example.com/v1", frozenset({"x-tenant", "if-match", "x-b3-traceid"}))
+    }
+    plain = load_settings({**BASE, "BFF_API_UPSTREAMS": '{"orders": {"url": "https://api.example.com"}}'})
+    assert plain.api_upstreams["orders"] == Upstream("https://api.example.com", frozenset())
+
+
+@pytest.mark.parametrize(
+    ("upstream", "named"),
+    [
+        ({"url": "https://api", "headers": ["X-Tenant"]}, "'headers'"),
+        ({"forward_headers": ["X-Tenant"]}, "'url'"),
+        ({"url": "https://api", "forward_headers": "X-Tenant"}, "forward_headers"),
+        ({"url": "https://api", "forward_headers": [5]}, "forward_headers"),
+        ({"url": "https://api", "forward_headers": ["X Tenant"]}, "'X Tenant'"),
+        ({"url": "https://api", "forward_headers": ["X-Tenant:"]}, "'X-Tenant:'"),
+        ({"url": "https://api", "forward_headers": [""]}, "''"),
+        ({"url": "https://api", "forward_headers": ["Authorization"]}, "'Authorization'"),
+        ({"url": "https://api", "forward_headers": ["Cookie"]}, "'Cookie'"),
+        ({"url": "https://api", "forward_headers": ["X-Forwarded-For"]}, "'X-Forwarded-For'"),
+        ({"url": "https://api", "forward_headers": ["x-csrf"]}, "'x-csrf'"),
+        ({"url": "ftp://api"}, "'orders'"),
+    ],
+)
+def test_an_upstream_object_with_an_unknown_key_or_a_refused_header_is_named(upstream, named):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**BASE, "BFF_API_UPSTREAMS": json.dumps({"orders": upstream})})
+    message = str(raised.value)
+    assert message.startswith("BFF_API_UPSTREAMS: ") and named in message and "\n" not in message
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "info", "Warning", "error", "CRITICAL"])
+def test_log_level_is_one_of_the_standard_names_in_any_case(level):
+    assert load_settings({**BASE, "BFF_LOG_LEVEL": level}).log_level == level.upper()
+    assert load_settings(BASE).log_level == "INFO"
 
 
 def test_issuer_with_a_path_is_kept_exactly():
@@ -101,6 +147,14 @@ def test_several_encryption_keys_are_kept_in_order_for_rotation():
         ({"BFF_REDIS_TIMEOUT": "0"}, "BFF_REDIS_TIMEOUT"),
         ({"BFF_REDIS_URL": "redis+sentinel://127.0.0.1:26379"}, "BFF_REDIS_URL"),
         ({"BFF_REDIS_URL": "redis+mesh://127.0.0.1"}, "BFF_REDIS_URL"),
+        ({"BFF_REDIS_URL": "redis://h:abc/0"}, "BFF_REDIS_URL"),
+        ({"BFF_REDIS_URL": "redis://h:6379/x"}, "BFF_REDIS_URL"),
+        ({"BFF_REDIS_URL": "redis://h:99999/0"}, "BFF_REDIS_URL"),
+        ({"BFF_REDIS_URL": "rediss://h:6380/0?socket_timeout=soon"}, "BFF_REDIS_URL"),
+        ({"BFF_REDIS_URL": "redis:///0"}, "BFF_REDIS_URL"),
+        ({"BFF_REDIS_URL": "unix://"}, "BFF_REDIS_URL"),
+        ({"BFF_LOG_LEVEL": "loud"}, "BFF_LOG_LEVEL"),
+        ({"BFF_LOG_LEVEL": "10"}, "BFF_LOG_LEVEL"),
     ],
 )
 def test_invalid_setting_is_reported_by_its_variable_name(change, variable):
@@ -133,3 +187,70 @@ def test_redis_url_selects_single_sentinel_or_cluster(url, kind, nodes, master, 
 def test_redis_credentials_and_tls_come_from_the_url():
     target = parse_redis_url("rediss+sentinel://bff:p%40ss@s1:26379/main")
     assert (target.username, target.password, target.tls) == ("bff", "p@ss", True)
+
+
+def test_server_settings_default_to_the_documented_values():
+    assert load_server_settings({}) == ServerSettings(
+        bind="127.0.0.1:8000",
+        worker_class="gthread",
+        workers=2,
+        threads=8,
+        worker_timeout=60,
+        graceful_timeout=30,
+        keepalive=5,
+        forwarded_allow_ips="127.0.0.1",
+    )
+
+
+def test_server_settings_accept_every_documented_form():
+    server = load_server_settings(
+        {
+            "BFF_BIND": "[::1]:8080",
+            "BFF_WORKER_CLASS": "sync",
+            "BFF_WORKERS": "4",
+            "BFF_THREADS": "1",
+            "BFF_WORKER_TIMEOUT": "120",
+            "BFF_GRACEFUL_TIMEOUT": "10",
+            "BFF_KEEPALIVE": "0",
+            "FORWARDED_ALLOW_IPS": "10.0.0.1, 192.168.0.0/16,::1",
+        }
+    )
+    assert (server.bind, server.worker_class, server.workers, server.threads) == ("[::1]:8080", "sync", 4, 1)
+    assert (server.worker_timeout, server.graceful_timeout, server.keepalive) == (120, 10, 0)
+    assert server.forwarded_allow_ips == "10.0.0.1,192.168.0.0/16,::1"
+    for bind in ("0.0.0.0:8000", "unix:/run/bff.sock", "fd://3", "localhost:80"):
+        assert load_server_settings({"BFF_BIND": bind}).bind == bind
+    assert load_server_settings({"FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips == "*"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BFF_BIND", "localhost"),
+        ("BFF_BIND", "127.0.0.1:http"),
+        ("BFF_BIND", "127.0.0.1:70000"),
+        ("BFF_BIND", ":8000"),
+        ("BFF_BIND", "unix:"),
+        ("BFF_BIND", "fd://three"),
+        ("BFF_WORKER_CLASS", "eventlet"),
+        ("BFF_WORKER_CLASS", "gevent"),
+        ("BFF_WORKERS", "two"),
+        ("BFF_WORKERS", "0"),
+        ("BFF_WORKERS", "1.5"),
+        ("BFF_THREADS", "x"),
+        ("BFF_THREADS", "-1"),
+        ("BFF_WORKER_TIMEOUT", "1m"),
+        ("BFF_WORKER_TIMEOUT", "0"),
+        ("BFF_GRACEFUL_TIMEOUT", "-30"),
+        ("BFF_KEEPALIVE", "-1"),
+        ("BFF_KEEPALIVE", "five"),
+        ("FORWARDED_ALLOW_IPS", "proxy.internal"),
+        ("FORWARDED_ALLOW_IPS", "10.0.0.1,,10.0.0.2"),
+        ("FORWARDED_ALLOW_IPS", "10.0.0.0/33"),
+    ],
+)
+def test_invalid_server_setting_is_reported_by_its_variable_name(name, value):
+    with pytest.raises(ConfigError) as raised:
+        load_server_settings({name: value})
+    assert str(raised.value).startswith(f"{name}: ")
+    assert "\n" not in str(raised.value)
