@@ -74,6 +74,11 @@ preload_app = True
 # gunicorn's control socket (runtime worker count, reload, shutdown) is off: by default every
 # instance on a host shares one path under $HOME, and the BFF needs no remote control.
 control_socket_disable = True
+# One header line (the Cookie header, mostly) may be 16 KB, not gunicorn's 8 KB: three sign-in
+# attempt cookies of at most ~1.8 KB each plus the session cookie fit the default, but attempts
+# started in parallel (several tabs at once) may briefly hold more before the next one prunes
+# them, and a browser whose Cookie header is refused cannot reach /bff/login to prune anything.
+limit_request_field_size = 16384
 # The app writes one JSON access line per request (app/logs.py); gunicorn's would duplicate it.
 accesslog = None
 logconfig_dict = {

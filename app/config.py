@@ -12,14 +12,14 @@ import ipaddress
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from redis.connection import parse_url as redis_parse_url
 
 from .crypto import generate_key, parse_keys
-from .proxy_rules import never_forwarded
+from .proxy_headers import never_forwarded, never_relayed
 from .sessions import parse_redis_url
 
 DEFAULT_SCOPES = "openid profile email offline_access"
@@ -29,7 +29,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 WORKER_CLASSES = ("gthread", "sync")  # the two gunicorn workers installed (no eventlet or gevent)
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
 UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-UPSTREAM_KEYS = ("url", "forward_headers")
+UPSTREAM_KEYS = ("url", "forward_headers", "return_headers")
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 # gunicorn's bind forms: host:port, [v6 address]:port, unix:<path>, fd://<number>
 BIND = re.compile(r"^(?:unix:.+|fd://\d+|(?:tcp://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5}))$")
@@ -46,6 +46,7 @@ class Upstream:
 
     url: str
     forward_headers: frozenset[str] = frozenset()
+    return_headers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,8 @@ def _redis_url(environ: Mapping[str, str]) -> str:
 
 def _upstreams(environ: Mapping[str, str]) -> dict[str, Upstream]:
     """`{"name": "https://api.example.com/base"}`: /api/<name>/<path> goes to base + /<path>.
-    A value may also be `{"url": "https://…", "forward_headers": ["X-Tenant"]}`."""
+    A value may also be `{"url": "https://…", "forward_headers": ["X-Tenant"], "return_headers":
+    ["X-Page-Count"]}`: headers beyond the allow-lists, sent up and relayed back."""
     raw = environ.get("BFF_API_UPSTREAMS", "").strip()
     if not raw:
         return {}
@@ -228,15 +230,21 @@ def _upstream(name: str, value: object) -> Upstream:
     parts = urlsplit(base) if isinstance(base, str) else None
     if not parts or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(f"BFF_API_UPSTREAMS: {name!r} must map to an absolute http(s) URL without query")
-    headers = value.get("forward_headers", [])
+    forward = _header_names(name, value, "forward_headers", never_forwarded, "forwarded")
+    relay = _header_names(name, value, "return_headers", never_relayed, "relayed")
+    return Upstream(base.rstrip("/"), forward, relay)
+
+
+def _header_names(name: str, value: dict, key: str, refused: Callable[[str], bool], verb: str) -> frozenset[str]:
+    headers = value.get(key, [])
     if not isinstance(headers, list) or not all(isinstance(header, str) for header in headers):
-        raise ConfigError(f"BFF_API_UPSTREAMS: {name!r}: forward_headers must be a list of header names")
+        raise ConfigError(f"BFF_API_UPSTREAMS: {name!r}: {key} must be a list of header names")
     for header in headers:
-        if not HEADER_NAME.match(header):
+        if not HEADER_NAME.fullmatch(header):
             raise ConfigError(f"BFF_API_UPSTREAMS: {name!r}: {header!r} is not a valid header name")
-        if never_forwarded(header):
-            raise ConfigError(f"BFF_API_UPSTREAMS: {name!r}: header {header!r} is never forwarded")
-    return Upstream(base.rstrip("/"), frozenset(header.lower() for header in headers))
+        if refused(header):
+            raise ConfigError(f"BFF_API_UPSTREAMS: {name!r}: header {header!r} is never {verb}")
+    return frozenset(header.lower() for header in headers)
 
 
 def _encryption_keys(environ: Mapping[str, str], https: bool) -> tuple[tuple[bytes, ...], bool]:

@@ -25,10 +25,15 @@ from .sessions import digest
 
 LOGIN_TTL = 600  # seconds a person has to finish signing in at the IdP
 MAX_ATTEMPTS = 3  # login cookies a browser keeps; a fourth attempt drops the oldest
+# With a return URL of at most 1 024 ASCII characters an attempt cookie is about 1.8 KB; three of
+# them and the session cookie stay well within the 8 KB header line of gunicorn and nginx.
+MAX_ATTEMPT_COOKIE = 2048
+MAX_DROPS = 10  # old attempt cookies deleted per response (a browser never holds more than a few)
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account", "create"})
 PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash"})
 ID_TOKEN_OWNED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "iat", "auth_time", "sid", "azp", "acr", "amr"})
-_ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+_ATTEMPT_SUFFIX = re.compile(r"[A-Za-z0-9_-]{12}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,11 @@ class SignedIn:
     return_url: str
 
 
+def _is_attempt_cookie(name: str, session_cookie: str) -> bool:
+    prefix = f"{session_cookie}-login-"
+    return name.startswith(prefix) and bool(_ATTEMPT_SUFFIX.fullmatch(name[len(prefix) :]))
+
+
 def attempt_cookie_name(session_cookie: str, state: str) -> str:
     """Per-attempt cookie, e.g. `__Host-bff-login-3Fq...`; the prefix keeps `__Host-` rules."""
     return f"{session_cookie}-login-{digest(state)[:12]}"
@@ -81,12 +91,12 @@ def open_attempt(sealer: CookieSealer, cookie_name: str, value: str, now_ms: int
 
 def attempts_to_drop(sealer: CookieSealer, cookies: Mapping[str, str], session_cookie: str, now_ms: int) -> list[str]:
     """Login cookies to delete before a new attempt: unreadable or expired ones, and all but the
-    newest MAX_ATTEMPTS - 1 of the others."""
-    prefix = f"{session_cookie}-login-"
+    newest MAX_ATTEMPTS - 1 of the others (at most MAX_DROPS at a time). Only names of our own
+    format count: a cookie we could never have set is not ours to answer."""
     live: list[tuple[int, str]] = []
     dropped: list[str] = []
     for name, value in cookies.items():
-        if not name.startswith(prefix):
+        if not _is_attempt_cookie(name, session_cookie):
             continue
         attempt = open_attempt(sealer, name, value, now_ms)
         if attempt is None:
@@ -94,7 +104,7 @@ def attempts_to_drop(sealer: CookieSealer, cookies: Mapping[str, str], session_c
         else:
             live.append((attempt.started_ms, name))
     live.sort(reverse=True)
-    return dropped + [name for _, name in live[MAX_ATTEMPTS - 1 :]]
+    return (dropped + [name for _, name in live[MAX_ATTEMPTS - 1 :]])[:MAX_DROPS]
 
 
 def parse_prompt(raw: str | None) -> str | None:
@@ -123,8 +133,11 @@ def begin_login(
     url = provider.authorization_url(state=state, nonce=nonce, code_verifier=code_verifier, prompt=prompt)
     name = attempt_cookie_name(session_cookie, state)
     attempt = Attempt(digest(state), code_verifier, nonce, return_url, prompt, now_ms)
+    value = seal_attempt(sealer, name, attempt)
+    if len(value) > MAX_ATTEMPT_COOKIE:  # the return URL's limit keeps far below; never ship more
+        raise BffError(400, "invalid_return_url", "returnUrl is too long.")
     dropped = attempts_to_drop(sealer, cookies, session_cookie, now_ms)
-    return LoginStart(url, name, seal_attempt(sealer, name, attempt), tuple(dropped))
+    return LoginStart(url, name, value, tuple(dropped))
 
 
 def complete_login(
@@ -141,7 +154,7 @@ def complete_login(
     before anything is stored, so a bad callback changes nothing. The caller deletes the
     attempt's cookie whatever the outcome."""
     if "error" in params:
-        code = params["error"] if _ERROR_CODE.match(params["error"]) else "idp_error"
+        code = params["error"] if _ERROR_CODE.fullmatch(params["error"]) else "idp_error"
         raise BffError(400, code, f"The identity provider did not sign you in ({code}).")
     state = params.get("state", "")
     name = attempt_cookie_name(session_cookie, state)

@@ -20,7 +20,7 @@ from flask import Flask, Response, g, has_request_context, request, session
 
 from .sessions import SessionRef
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # A query string in gunicorn's lines (`Invalid HTTP request line: 'GET /bff/callback?code=…'`):
 # from `?` to the next whitespace, keeping a closing quote. Not up to the first quote: a quote in
 # the query would make repr() quote the line with `"`, and the rest of the query would show.
@@ -63,7 +63,7 @@ def init_app(app: Flask) -> None:
     def start_request() -> None:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
     @app.after_request
     def log_request(response: Response) -> Response:

@@ -1,7 +1,7 @@
 """/api/<name>/<path>: a reverse proxy to allow-listed upstreams that carries the session's token.
 
-What may pass each way is decided by `proxy_rules` (raw-path checks, header allow-lists); this
-module moves the bytes. Response bodies stream; request bodies stream when their length is
+What may pass each way is decided by `proxy_paths` (raw-path checks) and `proxy_headers`
+(allow-lists both ways); this module moves the bytes. Response bodies stream; request bodies stream when their length is
 declared and are buffered up to the limit when chunked, so that a refused body (413) never
 reaches the upstream, not even in part.
 """
@@ -21,14 +21,8 @@ from werkzeug.routing import BaseConverter
 
 from . import extensions, metrics
 from .errors import BffError
-from .proxy_rules import (
-    api_tail,
-    foreign_cookies,
-    forwarded_request_headers,
-    raw_path,
-    relayed_response_headers,
-    upstream_url,
-)
+from .proxy_headers import foreign_cookies, forwarded_request_headers, mapped_location, relayed_response_headers
+from .proxy_paths import api_tail, raw_path, upstream_url
 from .security import csrf_protected, drain
 from .sessions import SessionRef
 from .tokens import access_token_for
@@ -37,6 +31,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("proxy", __name__, url_prefix="/api")
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+SAFE_TO_RETRY = frozenset({"GET", "HEAD", "OPTIONS"})  # asking twice changes nothing upstream
 CHUNK = 64 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024  # a buffered chunked body beyond this goes to a temporary file
 CONNECT_TIMEOUT = 5.0
@@ -99,26 +94,26 @@ def count(response: Response) -> Response:
 def forward(name: str, path: str) -> Response:
     """Forward to upstream `name` with `Authorization: Bearer <access token>`."""
     settings = extensions.settings()
+    ref = SessionRef.from_session_id(session.sid)
+    if not session.get("sub") or ref is None:  # first: anonymous callers learn nothing, not even names
+        raise BffError(401, "unauthenticated", "No one is signed in.")
     upstream = settings.api_upstreams.get(name)
     if upstream is None:
         raise BffError(404, "unknown_upstream", f"No API is configured under /api/{name}.")
     prefix = f"{request.script_root}/api/{name}"
     tail = api_tail(raw_path(request.environ), prefix + "/")
     url = upstream_url(upstream.url, tail, request.query_string.decode("latin-1"))
-    ref = SessionRef.from_session_id(session.sid)
-    if not session.get("sub") or ref is None:
-        raise BffError(401, "unauthenticated", "No one is signed in.")
     body = _request_body(settings.api_max_body)
     token = access_token_for(extensions.store(), extensions.provider(), ref, dict(session), skew=settings.refresh_skew)
-    answer = _send(
-        url,
-        body,
-        _upstream_headers(token, name, upstream.forward_headers, body),
-        name,
-        settings,
-    )
-    headers = relayed_response_headers(answer.headers.items())
-    return Response(_relay(answer), status=answer.status, headers=headers, direct_passthrough=True)
+    answer = _send(url, body, _upstream_headers(token, name, upstream.forward_headers, body), name, settings)
+    headers = relayed_response_headers(answer.headers.items(), upstream.return_headers)
+    location = answer.headers.get("Location")
+    if location and (mapped := mapped_location(location, url, upstream.url, prefix)):
+        headers.append(("Location", mapped))
+    response = Response(_relay(answer), status=answer.status, headers=headers, direct_passthrough=True)
+    if "Content-Type" not in answer.headers:
+        del response.headers["Content-Type"]  # not Flask's text/html default: the browser must not guess
+    return response
 
 
 def _request_body(limit: int) -> Any:
@@ -159,9 +154,11 @@ def _send(url: str, body: Any, headers: dict[str, str], name: str, settings: Any
         try:
             return call()
         except urllib3.exceptions.ProtocolError:
-            # A kept-alive connection the upstream closed just as we reused it. Without a body,
-            # nothing is lost by asking once more on a new one; with one, the body is spent.
-            if body is not None:
+            # A kept-alive connection the upstream closed just as we reused it. A safe request
+            # without a body is asked once more on a new one; anything else may have been acted
+            # on already (a POST that charged a card before the connection dropped), or its body
+            # is spent.
+            if body is not None or request.method not in SAFE_TO_RETRY:
                 raise
             return call()
     except ClientDisconnected:

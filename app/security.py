@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from html import escape
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
@@ -34,6 +34,7 @@ HSTS = "max-age=31536000"  # a year; includeSubDomains is left to the operator's
 # Three login cookies each sealing a return URL this long still fit gunicorn's and nginx's 8 KB
 # header limits (README, "Sign-in attempts").
 MAX_RETURN_URL_LENGTH = 1024
+_RETURN_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>`')
 
 
 def normalize_return_url(url: str) -> str | None:
@@ -60,7 +61,12 @@ def normalize_return_url(url: str) -> str | None:
         if last:
             segments.append("")  # `/a/.` and `/a/b/..` end in a slash
     normalized = "/" + "/".join(segments) + rest
-    return normalized if is_local_return_url(normalized) else None
+    if not is_local_return_url(normalized):
+        return None
+    # Percent-encoded as a browser would send it (non-ASCII, quotes, angle brackets), so that its
+    # length is its size in the sealed sign-in cookie: 1 024 characters are 1 024 bytes.
+    encoded = quote(normalized, safe=_RETURN_URL_SAFE)
+    return encoded if len(encoded) <= MAX_RETURN_URL_LENGTH else None
 
 
 def is_local_return_url(url: str) -> bool:
@@ -188,6 +194,10 @@ def init_app(app: Flask, https: bool) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
+        if type(error).__module__.startswith("gunicorn.http"):
+            # gunicorn raises its parse errors (a bad chunk size, a body cut short) while a view
+            # reads the body: the client's fault, so a 4xx like any other bad input.
+            return error_response(400, "bad_request", "The request body is malformed or incomplete.")
         if isinstance(error, RedisError):
             metrics.REDIS_ERRORS.inc()
             log.error("session store unavailable: %s", type(error).__name__)

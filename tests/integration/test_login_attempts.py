@@ -9,6 +9,7 @@ import http.client
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode, urlsplit
 
+import pytest
 from support.agent import set_cookies
 
 MAX_ATTEMPTS = 3
@@ -100,3 +101,18 @@ def test_a_replayed_callback_with_the_attempt_cookie_kept_is_refused_by_the_idp(
     response = replay.get(callback, allow_redirects=False)
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
     assert "bff" not in set_cookies(response)
+
+
+@pytest.mark.parametrize(
+    "return_url", ["/" + "a" * 1023, "/" + '"' * 1023, "/" + "\U0001f600" * 225], ids=["ascii", "quotes", "emoji"]
+)
+def test_fat_return_urls_can_never_swell_the_cookie_header_past_what_servers_accept(make_agent, return_url):
+    """A cross-site page navigating the victim to /bff/login three times with the fattest
+    returnUrl it can: either refused, or three cookies that still fit an 8 KB header line."""
+    victim = make_agent()
+    for _ in range(MAX_ATTEMPTS):
+        start = victim.get(f"{victim.bff_url}/bff/login", params={"returnUrl": return_url}, allow_redirects=False)
+        assert start.status_code in (302, 400)
+    assert all(len(c.name) + len(c.value) <= 2100 for c in victim.cookies)
+    assert cookie_header_size(victim) < 6 * 1024
+    assert victim.get(f"{victim.bff_url}/bff/login", allow_redirects=False).status_code == 302

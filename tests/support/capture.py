@@ -3,7 +3,8 @@ body), so proxy tests can assert what reached it, and what did not reach it at a
 
 Its answers are chosen by the path's last segment: `hostile-headers` sends headers that would act
 on the SPA's whole origin, `no-cache-control` sends none, `public` sends `Cache-Control: public`;
-anything else gets a small JSON body.
+anything else gets a small JSON body. A test may register its own answer for a path (without
+query) in `answers`: `(status, headers, body)`, or a function that writes raw bytes (or nothing).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @dataclass
@@ -27,6 +29,18 @@ class Seen:
 
 HOSTILE_HEADERS = [
     ("Set-Cookie", "bff=stolen; Path=/"),
+    ("SET-COOKIE2", "bff=stolen"),
+    ("X-Accel-Redirect", "/_internal/bff-authz"),
+    ("X-Sendfile", "/etc/passwd"),
+    ("NEL", '{"report_to":"x","max_age":31536000,"success_fraction":1.0}'),
+    ("Report-To", '{"group":"x","max_age":31536000,"endpoints":[{"url":"https://evil.example/r"}]}'),
+    ("Reporting-Endpoints", 'x="https://evil.example/r"'),
+    ("CDN-Cache-Control", "public, max-age=3600"),
+    ("Surrogate-Control", "max-age=3600"),
+    ("Content-Security-Policy", "script-src * 'unsafe-inline'"),
+    ("WWW-Authenticate", 'Basic realm="Please re-enter your password"'),
+    ("Refresh", "0; url=https://evil.example/"),
+    ("X-Total-Count", "7"),
     ("Clear-Site-Data", '"cookies"'),
     ("Strict-Transport-Security", "max-age=0"),
     ("Access-Control-Allow-Origin", "https://evil.example"),
@@ -46,6 +60,13 @@ class _Handler(BaseHTTPRequestHandler):
         seen = Seen(self.command, self.path, list(self.headers.items()), b"")
         self.server.capture.seen.append(seen)
         seen.body = body = self._read_body()
+        answer = self.server.capture.answers.get(self.path.split("?", 1)[0])
+        if callable(answer):
+            answer(self)
+            return
+        if answer is not None:
+            self._send(*answer)
+            return
         last = self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
         headers = [("Content-Type", "application/json")]
         if last == "hostile-headers":
@@ -54,8 +75,10 @@ class _Handler(BaseHTTPRequestHandler):
             headers.append(("Cache-Control", "public, max-age=60"))
         elif last != "no-cache-control":
             headers.append(("Cache-Control", "no-cache"))
-        payload = json.dumps({"target": self.path, "body_length": len(body)}).encode()
-        self.send_response(200)
+        self._send(200, headers, json.dumps({"target": self.path, "body_length": len(body)}).encode())
+
+    def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+        self.send_response_only(status)
         for name, value in headers:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
@@ -91,6 +114,7 @@ class _Server(ThreadingHTTPServer):
 class CaptureUpstream:
     def __init__(self) -> None:
         self.seen: list[Seen] = []
+        self.answers: dict[str, Any] = {}
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.capture = self
         self.port = self._server.server_address[1]
@@ -103,6 +127,7 @@ class CaptureUpstream:
 
     def clear(self) -> None:
         self.seen.clear()
+        self.answers.clear()
 
     def stop(self) -> None:
         self._server.shutdown()

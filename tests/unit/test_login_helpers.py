@@ -5,6 +5,7 @@ from app.errors import BffError
 from app.login import (
     LOGIN_TTL,
     MAX_ATTEMPTS,
+    MAX_DROPS,
     Attempt,
     attempt_cookie_name,
     attempts_to_drop,
@@ -40,13 +41,23 @@ def test_a_sealed_attempt_opens_under_its_own_name_only_and_only_until_it_expire
     assert open_attempt(SEALER, "bff-login-a", tampered, NOW) is None
 
 
+def name(i: int | str) -> str:
+    return f"bff-login-{str(i) * 12}"[:22]
+
+
 def test_a_new_attempt_drops_unreadable_cookies_and_all_but_the_newest_two():
-    cookies = {f"bff-login-{i}": seal_attempt(SEALER, f"bff-login-{i}", attempt(NOW + i)) for i in range(5)}
-    cookies["bff-login-junk"] = "junk"
+    cookies = {name(i): seal_attempt(SEALER, name(i), attempt(NOW + i)) for i in range(5)}
+    cookies[name("j")] = "junk"
+    cookies["bff-login-not-our-format"] = "x"
     cookies["theme"] = "dark"
     dropped = attempts_to_drop(SEALER, cookies, "bff", NOW + 10)
-    assert sorted(dropped) == ["bff-login-0", "bff-login-1", "bff-login-2", "bff-login-junk"]
-    assert len(cookies) - 1 - len(dropped) == MAX_ATTEMPTS - 1
+    assert sorted(dropped) == [name(0), name(1), name(2), name("j")]
+    assert len([n for n in cookies if n.startswith("bff-login-") and n not in dropped]) - 1 == MAX_ATTEMPTS - 1
+
+
+def test_junk_attempt_cookies_are_dropped_a_few_at_a_time():
+    cookies = {f"bff-login-{i:012d}": "junk" for i in range(400)}
+    assert len(attempts_to_drop(SEALER, cookies, "bff", NOW)) == MAX_DROPS
 
 
 @pytest.mark.parametrize(

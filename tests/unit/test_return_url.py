@@ -46,6 +46,8 @@ def test_anything_a_browser_could_read_as_another_origin_is_refused(url):
         ("/a/.", "/a/"),
         ("/orders?next=/../x#/./y", "/orders?next=/../x#/./y"),
         ("/" + "a" * 1023, "/" + "a" * 1023),
+        ('/caf\u00e9?q="x"', "/caf%C3%A9?q=%22x%22"),
+        ("/a%20b", "/a%20b"),
     ],
 )
 def test_dot_segments_are_removed_before_the_check_and_the_result_is_what_the_browser_gets(url, normalized):
