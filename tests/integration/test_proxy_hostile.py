@@ -11,7 +11,16 @@ import socket
 from urllib.parse import urlsplit
 
 import pytest
+from support.agent import Agent
 from support.stack_fixtures import API_MAX_BODY
+
+
+@pytest.fixture(scope="module")
+def signed_in(stack):
+    """One signed-in browser for the whole module: these tests attack the proxy, not the session."""
+    with Agent(stack.bff_url) as agent:
+        agent.login("proxy-attacker")
+        yield agent
 
 
 def raw_request(agent, method: str, target: str, headers: dict[str, str] | None = None, body=None):

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import pytest
 import requests
+from support.agent import Agent
 from test_https_cookies import PUBLIC_URL, https_app, https_client  # noqa: F401 - fixtures
 
 HTML = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+
+
+@pytest.fixture(scope="module")
+def signed_in(stack):
+    with Agent(stack.bff_url) as agent:
+        agent.login("headers")
+        yield agent
 
 
 @pytest.mark.parametrize(
