@@ -16,6 +16,8 @@ run: deps
 test: deps
 	@sh scripts/system-deps.sh docker-compose chromium
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
 bench: deps $(BENCH_STAMP)
@@ -25,6 +27,7 @@ bench: deps $(BENCH_STAMP)
 lint: $(PY_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 deps: system-deps $(PY_STAMP) $(NODE_STAMP)
 

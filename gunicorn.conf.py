@@ -1,5 +1,5 @@
 """gunicorn settings for the BFF, read from the environment (BFF_*, checked by
-app.config.load_server_settings) and overridden by the command line. Figures behind the defaults:
+app.server_settings.load_server_settings) and overridden by the command line. Figures behind the defaults:
 README, "Operating it"."""
 
 import atexit
@@ -49,7 +49,7 @@ try:
 except OSError as error:
     _stop(f"PROMETHEUS_MULTIPROC_DIR: cannot create a folder for the metrics: {error}")
 
-from app.config import ConfigError, load_server_settings  # noqa: E402 - after the metrics folder is set
+from app.server_settings import ConfigError, load_server_settings  # noqa: E402 - after the metrics folder is set
 
 try:
     server = load_server_settings(os.environ)
@@ -79,6 +79,8 @@ control_socket_disable = True
 # started in parallel (several tabs at once) may briefly hold more before the next one prunes
 # them, and a browser whose Cookie header is refused cannot reach /bff/login to prune anything.
 limit_request_field_size = 16384
+# ... and fewer lines than gunicorn's default 100, so a request's headers stay bounded (50 x 16 KB).
+limit_request_fields = 50
 # The app writes one JSON access line per request (app/logs.py); gunicorn's would duplicate it.
 accesslog = None
 logconfig_dict = {

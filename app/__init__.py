@@ -9,12 +9,35 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import bff, cli, logs, ops, proxy, security, session_interface, spa
+from . import bff, cli, extensions, logs, ops, proxy, security, session_interface, spa
 from .config import Settings, load_settings
-from .crypto import CookieSealer
+from .crypto import CookieSealer, TokenCipher
+from .extensions import Services
 from .oidc import Provider
+from .redis_client import make_redis
+from .sessions import SessionStore
 
 log = logging.getLogger(__name__)
+
+
+def build_services(settings: Settings) -> Services:
+    """Every shared object, once: the IdP client, the Redis client, the store, the cookie sealer."""
+    client = make_redis(settings.redis, settings.redis_timeout)
+    return Services(
+        settings=settings,
+        provider=Provider(
+            issuer=settings.issuer,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            scopes=settings.scopes,
+            redirect_uri=settings.redirect_uri,
+            timeout=settings.idp_timeout,
+            revocation_timeout=settings.revocation_timeout,
+        ),
+        redis=client,
+        store=SessionStore(client, TokenCipher(list(settings.token_encryption_keys)), settings.session_idle_timeout),
+        login_sealer=CookieSealer(settings.secret_key, "bff login attempt v1"),
+    )
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -43,20 +66,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     # from the Host header the client sent. `/api/x//y` is then refused by the proxy's path rules.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
-    app.extensions["bff.settings"] = settings
-    app.extensions["bff.provider"] = Provider(
-        issuer=settings.issuer,
-        client_id=settings.client_id,
-        client_secret=settings.client_secret,
-        scopes=settings.scopes,
-        redirect_uri=settings.redirect_uri,
-        timeout=settings.idp_timeout,
-        revocation_timeout=settings.revocation_timeout,
-    )
-    app.extensions["bff.login_sealer"] = CookieSealer(settings.secret_key, "bff login attempt v1")
-    session_interface.init_app(
-        app, settings.redis_url, settings.redis_timeout, settings.session_idle_timeout, settings.token_encryption_keys
-    )
+    services = build_services(settings)
+    extensions.install(app, services)
+    session_interface.init_app(app, services.store)
     cli.init_app(app)
     security.init_app(app, https=settings.https)
     logs.init_app(app)

@@ -16,7 +16,7 @@ from flask.cli import AppGroup
 
 from . import extensions
 from .sessions import SessionFilter, SessionInfo
-from .tokens import end_sessions
+from .signout import end_sessions
 
 sessions_cli = AppGroup("sessions", help="Inspect and revoke BFF sessions.")
 

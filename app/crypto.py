@@ -24,7 +24,7 @@ class UnreadableTokens(Exception):
     """No configured key opens this blob: it was sealed with a key that has been retired."""
 
 
-def parse_keys(raw: str) -> list[bytes]:
+def parse_encryption_keys(raw: str) -> list[bytes]:
     """Comma-separated base64url keys of 32 bytes each; raises ValueError with a reason."""
     keys = []
     for item in (part.strip() for part in raw.split(",")):

@@ -1,29 +1,51 @@
-"""The app's shared objects, typed, in one place: what `create_app` puts in `app.extensions`."""
+"""The app's shared objects, built once in `create_app` and read here, typed (as the Flask
+tutorial's `get_db()`): one frozen `Services` under one `app.extensions` key."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import Flask, current_app
 
 if TYPE_CHECKING:
     from .config import Settings
     from .crypto import CookieSealer
     from .oidc import Provider
+    from .redis_client import RedisClient
     from .sessions import SessionStore
+
+KEY = "bff"
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    provider: Provider
+    redis: RedisClient
+    store: SessionStore
+    login_sealer: CookieSealer
+
+
+def install(app: Flask, services: Services) -> None:
+    app.extensions[KEY] = services
+
+
+def services() -> Services:
+    return current_app.extensions[KEY]
 
 
 def settings() -> Settings:
-    return current_app.extensions["bff.settings"]
+    return services().settings
 
 
 def provider() -> Provider:
-    return current_app.extensions["bff.provider"]
+    return services().provider
 
 
 def store() -> SessionStore:
-    return current_app.extensions["bff.store"]
+    return services().store
 
 
 def login_sealer() -> CookieSealer:
-    return current_app.extensions["bff.login_sealer"]
+    return services().login_sealer

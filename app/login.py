@@ -20,8 +20,8 @@ from typing import Any
 
 from .crypto import CookieSealer
 from .errors import BffError
+from .keyspace import digest
 from .oidc import Provider
-from .sessions import digest
 
 LOGIN_TTL = 600  # seconds a person has to finish signing in at the IdP
 MAX_ATTEMPTS = 3  # login cookies a browser keeps; a fourth attempt drops the oldest
@@ -63,14 +63,13 @@ class SignedIn:
     return_url: str
 
 
-def _is_attempt_cookie(name: str, session_cookie: str) -> bool:
-    prefix = f"{session_cookie}-login-"
+def _is_attempt_cookie(name: str, prefix: str) -> bool:
     return name.startswith(prefix) and bool(_ATTEMPT_SUFFIX.fullmatch(name[len(prefix) :]))
 
 
-def attempt_cookie_name(session_cookie: str, state: str) -> str:
-    """Per-attempt cookie, e.g. `__Host-bff-login-3Fq...`; the prefix keeps `__Host-` rules."""
-    return f"{session_cookie}-login-{digest(state)[:12]}"
+def attempt_cookie_name(prefix: str, state: str) -> str:
+    """Per-attempt cookie, e.g. `__Secure-bff-login-3Fq...` (`Settings.attempt_cookie_prefix`)."""
+    return f"{prefix}{digest(state)[:12]}"
 
 
 def seal_attempt(sealer: CookieSealer, cookie_name: str, attempt: Attempt) -> str:
@@ -89,14 +88,14 @@ def open_attempt(sealer: CookieSealer, cookie_name: str, value: str, now_ms: int
     return attempt if 0 <= now_ms - attempt.started_ms <= LOGIN_TTL * 1000 else None
 
 
-def attempts_to_drop(sealer: CookieSealer, cookies: Mapping[str, str], session_cookie: str, now_ms: int) -> list[str]:
+def attempts_to_drop(sealer: CookieSealer, cookies: Mapping[str, str], prefix: str, now_ms: int) -> list[str]:
     """Login cookies to delete before a new attempt: unreadable or expired ones, and all but the
     newest MAX_ATTEMPTS - 1 of the others (at most MAX_DROPS at a time). Only names of our own
     format count: a cookie we could never have set is not ours to answer."""
     live: list[tuple[int, str]] = []
     dropped: list[str] = []
     for name, value in cookies.items():
-        if not _is_attempt_cookie(name, session_cookie):
+        if not _is_attempt_cookie(name, prefix):
             continue
         attempt = open_attempt(sealer, name, value, now_ms)
         if attempt is None:
@@ -123,7 +122,7 @@ def begin_login(
     *,
     return_url: str,
     prompt: str | None,
-    session_cookie: str,
+    cookie_prefix: str,
     cookies: Mapping[str, str],
     now_ms: int,
 ) -> LoginStart:
@@ -131,12 +130,12 @@ def begin_login(
     code_verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43-128
     nonce = secrets.token_urlsafe(32)
     url = provider.authorization_url(state=state, nonce=nonce, code_verifier=code_verifier, prompt=prompt)
-    name = attempt_cookie_name(session_cookie, state)
+    name = attempt_cookie_name(cookie_prefix, state)
     attempt = Attempt(digest(state), code_verifier, nonce, return_url, prompt, now_ms)
     value = seal_attempt(sealer, name, attempt)
     if len(value) > MAX_ATTEMPT_COOKIE:  # the return URL's limit keeps far below; never ship more
         raise BffError(400, "invalid_return_url", "returnUrl is too long.")
-    dropped = attempts_to_drop(sealer, cookies, session_cookie, now_ms)
+    dropped = attempts_to_drop(sealer, cookies, cookie_prefix, now_ms)
     return LoginStart(url, name, value, tuple(dropped))
 
 
@@ -146,7 +145,7 @@ def complete_login(
     *,
     params: Mapping[str, str],
     cookies: Mapping[str, str],
-    session_cookie: str,
+    cookie_prefix: str,
     fetch_userinfo: bool,
     now_ms: int,
 ) -> SignedIn:
@@ -157,7 +156,7 @@ def complete_login(
         code = params["error"] if _ERROR_CODE.fullmatch(params["error"]) else "idp_error"
         raise BffError(400, code, f"The identity provider did not sign you in ({code}).")
     state = params.get("state", "")
-    name = attempt_cookie_name(session_cookie, state)
+    name = attempt_cookie_name(cookie_prefix, state)
     attempt = open_attempt(sealer, name, cookies.get(name, ""), now_ms) if state else None
     if attempt is None or not hmac.compare_digest(attempt.state_digest, digest(state)):
         raise BffError(
@@ -166,11 +165,11 @@ def complete_login(
             "This sign-in attempt is unknown, expired or was started in another browser. Please sign in again.",
         )
     _check_issuer_parameter(provider, params.get("iss"))
-    code = params.get("code")
-    if not code:
+    authorization_code = params.get("code")
+    if not authorization_code:
         raise BffError(400, "invalid_request", "The identity provider's answer carries no authorization code.")
     # A replayed callback is refused by the IdP: a code is single use (RFC 6749 §4.1.2).
-    tokens = provider.exchange_code(code, attempt.code_verifier)
+    tokens = provider.exchange_code(authorization_code, attempt.code_verifier)
     claims = provider.verify_id_token(tokens["id_token"], nonce=attempt.nonce, access_token=tokens["access_token"])
     if fetch_userinfo:
         claims = merge_userinfo(claims, provider.userinfo(tokens["access_token"]))

@@ -16,9 +16,9 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from flask import Flask, Response, g, has_request_context, request, session
+from flask import Flask, Response, g, has_request_context, request
 
-from .sessions import SessionRef
+from .session_interface import current_session
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # A query string in gunicorn's lines (`Invalid HTTP request line: 'GET /bff/callback?code=…'`):
@@ -68,8 +68,9 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def log_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        session = current_session()
         sub = session.get("sub") if session else None
-        ref = SessionRef.from_session_id(session.sid) if sub else None
+        ref = session.ref if sub else None
         access_log.info(
             "%s %s %s",
             request.method,

@@ -25,7 +25,7 @@ def readyz() -> Response:
     """Ready to serve: Redis answers and the IdP's metadata is loaded (or loads now)."""
     failed = []
     try:
-        extensions.store().client.ping()
+        extensions.services().redis.ping()
     except RedisError:
         failed.append("the session store (Redis) does not answer")
     try:
@@ -39,7 +39,7 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def scrape() -> Response:
-    body, content_type = metrics.scrape(extensions.store())
+    body, content_type = metrics.scrape(extensions.store().count_upper_bound)
     return Response(body, content_type=content_type)
 
 

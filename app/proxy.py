@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import urllib3
-from flask import Blueprint, Response, g, request, session
+from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
@@ -23,9 +23,9 @@ from . import extensions, metrics
 from .errors import BffError
 from .proxy_headers import foreign_cookies, forwarded_request_headers, mapped_location, relayed_response_headers
 from .proxy_paths import api_tail, raw_path, upstream_url
+from .refresh import access_token_for
 from .security import csrf_protected, drain
-from .sessions import SessionRef
-from .tokens import access_token_for
+from .session_interface import current_session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("proxy", __name__, url_prefix="/api")
@@ -93,9 +93,9 @@ def count(response: Response) -> Response:
 @csrf_protected
 def forward(name: str, path: str) -> Response:
     """Forward to upstream `name` with `Authorization: Bearer <access token>`."""
-    settings = extensions.settings()
-    ref = SessionRef.from_session_id(session.sid)
-    if not session.get("sub") or ref is None:  # first: anonymous callers learn nothing, not even names
+    settings, session = extensions.settings(), current_session()
+    ref = session.ref
+    if not session.signed_in or ref is None:  # first: anonymous callers learn nothing, not even names
         raise BffError(401, "unauthenticated", "No one is signed in.")
     upstream = settings.api_upstreams.get(name)
     if upstream is None:
@@ -106,7 +106,7 @@ def forward(name: str, path: str) -> Response:
     body = _request_body(settings.api_max_body)
     token = access_token_for(extensions.store(), extensions.provider(), ref, dict(session), skew=settings.refresh_skew)
     answer = _send(url, body, _upstream_headers(token, name, upstream.forward_headers, body), name, settings)
-    headers = relayed_response_headers(answer.headers.items(), upstream.return_headers)
+    headers = relayed_response_headers(answer.headers.items(), upstream.return_headers, answer.status)
     location = answer.headers.get("Location")
     if location and (mapped := mapped_location(location, url, upstream.url, prefix)):
         headers.append(("Location", mapped))
@@ -177,7 +177,9 @@ def _send(url: str, body: Any, headers: dict[str, str], name: str, settings: Any
 def _upstream_headers(token: str, name: str, extra: frozenset[str], body: Any) -> dict[str, str]:
     settings = extensions.settings()
     headers = forwarded_request_headers(request.headers.items(), extra)
-    cookies = foreign_cookies(request.environ.get("HTTP_COOKIE", ""), settings.cookie_name)
+    cookies = foreign_cookies(
+        request.environ.get("HTTP_COOKIE", ""), (settings.cookie_name, settings.attempt_cookie_prefix)
+    )
     if cookies:
         headers["Cookie"] = cookies
     if body is not None:

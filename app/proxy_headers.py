@@ -54,16 +54,18 @@ def forwarded_request_headers(headers: Iterable[tuple[str, str]], extra: frozens
     return {name: value for name, value in pairs if name.lower() in allowed and not never_forwarded(name)}
 
 
-def foreign_cookies(raw_cookie_header: str, own_cookie: str) -> str:
+def foreign_cookies(raw_cookie_header: str, own_cookies: tuple[str, str]) -> str:
     """The SPA's own cookies as the browser sent them, minus the BFF's session and login cookies.
 
     Works on the raw header, split at every `;` as browsers write it: re-serialising parsed
     cookies would turn `q="a; admin=1"` into two cookies upstream, and a BFF cookie hidden inside
-    quotes is still dropped."""
+    quotes is still dropped. `own_cookies`: the session cookie's name and the sign-in attempt
+    cookies' prefix."""
+    session_cookie, attempt_prefix = own_cookies
     kept = []
     for piece in raw_cookie_header.split(";"):
         name = piece.split("=", 1)[0].strip()
-        if not name or name == own_cookie or name.startswith(own_cookie + "-"):
+        if not name or name == session_cookie or name.startswith((session_cookie + "-", attempt_prefix)):
             continue
         kept.append(piece.strip())
     return "; ".join(kept)
@@ -102,16 +104,18 @@ def never_relayed(name: str) -> bool:
 
 
 def relayed_response_headers(
-    headers: Iterable[tuple[str, str]], extra: frozenset[str] = frozenset()
+    headers: Iterable[tuple[str, str]], extra: frozenset[str] = frozenset(), status: int = 200
 ) -> list[tuple[str, str]]:
     """The upstream's headers the browser may see: the allow-list plus `extra`. `Cache-Control`
     (all of its lines as one) always says `private`, or `no-store` when the upstream sent none;
+    a 304 gets none added (its headers update the stored answer, which already has them).
     `Location` is left for `mapped_location`."""
     pairs = list(headers)
     allowed = (RELAYED_RESPONSE_HEADERS | extra) - _connection_listed(pairs) - {"cache-control", "location"}
     kept = [(name, value) for name, value in pairs if name.lower() in allowed and not never_relayed(name)]
     cache_control = ", ".join(value for name, value in pairs if name.lower() == "cache-control")
-    kept.append(("Cache-Control", private_cache_control(cache_control)))
+    if cache_control or status != 304:
+        kept.append(("Cache-Control", private_cache_control(cache_control)))
     return kept
 
 
@@ -119,13 +123,12 @@ def private_cache_control(value: str) -> str:
     """The answer is per user: shared caches may never keep it (`public` and `s-maxage` go,
     `private` is added unless `no-store` already forbids storing it)."""
     directives = [d.strip() for d in value.split(",") if d.strip()]
-    kept = [d for d in directives if d.split("=", 1)[0].strip().lower() not in ("public", "s-maxage")]
-    names = {d.split("=", 1)[0].strip().lower() for d in kept}
     if not directives:
         return "no-store"
-    if not names & {"private", "no-store"}:
-        kept.insert(0, "private")
-    return ", ".join(kept)
+    # `private="X-Secret"` makes one field private and the rest shareable (RFC 9111 §5.2.2.7).
+    kept = [d for d in directives if d.split("=", 1)[0].strip().lower() not in ("public", "s-maxage", "private")]
+    names = {d.split("=", 1)[0].strip().lower() for d in kept}
+    return ", ".join(kept if "no-store" in names else ["private", *kept])
 
 
 def mapped_location(location: str, request_url: str, base: str, prefix: str) -> str | None:

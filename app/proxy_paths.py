@@ -70,10 +70,11 @@ def api_tail(path: str, prefix: str) -> str:
 
 
 def _check_segment(segment: str) -> None:
-    name = _fully_decoded(segment.split(";", 1)[0]).split(";", 1)[0]
+    # Folded first (full-width `／` is `/` to an NFKC or "best-fit" upstream), then checked.
+    name = unicodedata.normalize("NFKC", _fully_decoded(segment.split(";", 1)[0])).split(";", 1)[0]
     if any(ch in name for ch in "/\\?#\x00"):
-        raise invalid_path("it contains an encoded '/', '\\', '?', '#' or NUL")
-    core = unicodedata.normalize("NFKC", name).strip()
+        raise invalid_path("it contains an encoded '/', '\\', '?', '#' or NUL, in any spelling")
+    core = name.strip()
     if core and set(core) == {"."}:
         raise invalid_path("'.' and '..' segments are refused, however they are spelled")
 

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
-from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, RequestEntityTooLarge
 
 from . import metrics
 from .errors import BffError
@@ -78,7 +78,8 @@ def is_local_return_url(url: str) -> bool:
     """
     if not url or len(url) > MAX_RETURN_URL_LENGTH or not url.startswith("/"):
         return False
-    if url.startswith("//") or "\\" in url:
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    if url.startswith("//") or "\\" in path:  # in a query or fragment a backslash is just a character
         return False
     if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
         return False
@@ -188,7 +189,7 @@ def init_app(app: Flask, https: bool) -> None:
         status = error.code or 500
         code, description = _HTTP_CODES.get(status, ("http_error", "The request could not be served."))
         response = error_response(status, code, description)
-        if status == 405 and error.valid_methods:
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
         return response
 

@@ -1,22 +1,42 @@
 """Flask-Session's server-side session interface, storing through `SessionStore`.
 
-Extended only through its documented hooks (`_retrieve_session_data`, `_upsert_session`,
-`_delete_session`, `_get_store_id`), plus a `save_session` that deletes the cookie with the
-attributes it was set with: Flask-Session omits Secure and SameSite there, and browsers ignore
-such a deletion of a `__Host-` cookie.
+Extended only through its documented hooks (`session_class`, `_retrieve_session_data`,
+`_upsert_session`, `_delete_session`, `_get_store_id`), plus a `save_session` that deletes the
+cookie with the attributes it was set with: Flask-Session omits Secure and SameSite there, and
+browsers ignore such a deletion of a `__Host-` cookie.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, Response
+from flask import Flask, Response, session
 from flask_session.base import ServerSideSession, ServerSideSessionInterface
-from flask_session.redis import RedisSession
 
-from .crypto import TokenCipher
-from .sessions import SessionFilter, SessionRef, SessionStore, make_redis
+from .keyspace import SessionRef
+from .sessions import SessionFilter, SessionStore
+
+
+class BffSession(ServerSideSession):
+    """The browser's session as views see it: the record's fields, where it lives, and whether a
+    view has already ended it (so saving the emptied session deletes nothing a second time)."""
+
+    ended: bool = False
+
+    @property
+    def ref(self) -> SessionRef | None:
+        """None for anything but an id drawn at sign-in (a fresh, anonymous or forged cookie)."""
+        return SessionRef.from_session_id(self.sid or "")
+
+    @property
+    def signed_in(self) -> bool:
+        return bool(self.get("sub")) and self.ref is not None
+
+
+def current_session() -> BffSession:
+    """`flask.session`, typed as what this interface puts there."""
+    return cast(BffSession, session)
 
 
 class BffSessionInterface(ServerSideSessionInterface):
@@ -24,9 +44,9 @@ class BffSessionInterface(ServerSideSessionInterface):
 
     It derives from the backend-neutral base, not from `RedisSessionInterface`: that one replaces
     any client that is not a `redis.Redis` (a `RedisCluster`, say) with a localhost client,
-    warning only. Our three hooks never use a client of the base's anyway."""
+    warning only. Our hooks never use a client of the base's anyway."""
 
-    session_class = RedisSession
+    session_class = BffSession
     ttl = True
 
     def __init__(self, app: Flask, store: SessionStore) -> None:
@@ -55,7 +75,7 @@ class BffSessionInterface(ServerSideSessionInterface):
         if session is None:
             return  # opening it failed (Redis down); the error response is already chosen
         if session.modified and not session:
-            if not getattr(session, "ended", False):  # not already ended through end_sessions
+            if not cast(BffSession, session).ended:  # not already ended through end_sessions
                 self._delete_session(session.sid)
             response.delete_cookie(
                 self.get_cookie_name(app),
@@ -70,9 +90,6 @@ class BffSessionInterface(ServerSideSessionInterface):
         super().save_session(app, session, response)
 
 
-def init_app(app: Flask, redis_url: str, redis_timeout: float, idle_timeout: int, encryption_keys: list[bytes]) -> None:
-    client = make_redis(redis_url, redis_timeout)
-    store = SessionStore(client, TokenCipher(list(encryption_keys)), idle_timeout)
+def init_app(app: Flask, store: SessionStore) -> None:
+    """Install the interface; the store is built once, in create_app."""
     app.session_interface = BffSessionInterface(app, store)
-    app.extensions["bff.redis"] = client
-    app.extensions["bff.store"] = store

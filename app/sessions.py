@@ -1,42 +1,38 @@
-"""The session store: the only module that knows Redis key names.
-
-Key layout (see the README): every key of one user shares the hash tag `{<user tag>}`, a hash of
-their `sub`, so the multi-key transactions below stay legal on Redis Cluster. The cookie value
-is `<user tag>.<256 random bits>`, so a request finds its record in one GETEX without any
-lookup; Redis holds only a SHA-256 of it, so reading Redis does not give anyone a session.
-
-Flask reaches this store through `session_interface.py`.
+"""The session store: records, their indexes, the refresh lock and the logout-token replay
+cache, over a Redis client (single server, Sentinel or Cluster). Key names come from
+`keyspace.py`; Flask reaches this store through `session_interface.py`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import msgspec
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.cluster import ClusterNode, RedisCluster
-from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 from .crypto import TokenCipher, UnreadableTokens
+from .keyspace import (
+    ALL_SESSIONS_KEY,
+    HANDLE,
+    SessionRef,
+    all_sessions_member,
+    jti_key,
+    record_key,
+    refresh_lock_key,
+    sid_index_key,
+    sid_pointer_key,
+    user_index_key,
+    user_tag,
+)
+from .redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
-SESSION_ID = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{43})$")
-HANDLE = re.compile(r"^([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{10})$")
-SESSION_PATTERN = "bff:{*}:s:*"
-ALL_SESSIONS_KEY = "bff:sessions"  # sorted set: "<tag> <key id>" scored by when its entries may go
 # Refreshed tokens are written back only by the lock's owner and only into a record that still
 # exists: a logout (or any other ending) during the refresh wins, and nothing brings it back.
 WRITE_IF_OWNER_AND_LIVE = """
@@ -51,74 +47,8 @@ return 0
 """
 
 
-def digest(value: str) -> str:
-    """URL-safe SHA-256: what Redis keys hold instead of secrets and identifiers."""
-    raw = hashlib.sha256(value.encode()).digest()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def user_tag(sub: str) -> str:
-    return digest(sub)[:12]
-
-
-def new_session_id(sub: str) -> str:
-    """`<user tag>.<32 random bytes>`: the tag routes to the user's Redis slot, the rest is the secret."""
-    return f"{user_tag(sub)}.{secrets.token_urlsafe(32)}"
-
-
 def now() -> int:
     return int(time.time())
-
-
-@dataclass(frozen=True)
-class SessionRef:
-    """Where one session lives; built from a cookie or a handle, never holding the cookie itself."""
-
-    tag: str
-    key_id: str  # SHA-256 of the whole session id
-
-    @classmethod
-    def from_session_id(cls, session_id: str) -> SessionRef | None:
-        match = SESSION_ID.match(session_id or "")
-        return cls(match.group(1), digest(session_id)) if match else None
-
-    @property
-    def handle(self) -> str:
-        """Public name for logs and the CLI; it grants nothing."""
-        return f"{self.tag}.{self.key_id[:10]}"
-
-
-# Key names --------------------------------------------------------------------------------------
-
-
-def record_key(ref: SessionRef) -> str:
-    return f"bff:{{{ref.tag}}}:s:{ref.key_id}"
-
-
-def user_index_key(tag: str) -> str:
-    return f"bff:{{{tag}}}:user"
-
-
-def sid_index_key(tag: str, sid: str) -> str:
-    return f"bff:{{{tag}}}:sid:{digest(sid)[:22]}"
-
-
-def sid_pointer_key(sid: str) -> str:
-    """Which users (a set of user tags) an IdP session id names, for logout tokens that carry a
-    sid but no sub. Several users may share one sid (an IdP may reuse it after a switch)."""
-    return f"bff:sid:{{{digest(sid)[:22]}}}"
-
-
-def _member(ref: SessionRef) -> str:
-    return f"{ref.tag} {ref.key_id}"
-
-
-def refresh_lock_key(ref: SessionRef) -> str:
-    return f"bff:{{{ref.tag}}}:lock:{ref.key_id}"
-
-
-def jti_key(issuer: str, jti: str) -> str:
-    return f"bff:jti:{{{digest(issuer + ' ' + jti)[:22]}}}"
 
 
 @dataclass(frozen=True)
@@ -152,7 +82,7 @@ class SessionInfo:
 
 
 class SessionStore:
-    def __init__(self, client: redis.Redis, cipher: TokenCipher, idle_timeout: int) -> None:
+    def __init__(self, client: RedisClient, cipher: TokenCipher, idle_timeout: int) -> None:
         self.client = client
         self.cipher = cipher
         self.idle_timeout = idle_timeout
@@ -205,7 +135,7 @@ class SessionStore:
     def read(self, ref: SessionRef) -> dict[str, Any] | None:
         """One round trip: GETEX slides the idle expiry; the absolute expiry is checked here."""
         raw = self.client.getex(record_key(ref), ex=self.idle_timeout)
-        if not raw:
+        if not isinstance(raw, bytes) or not raw:
             return None
         record = self._decoder.decode(raw)
         if record.get("expires_at", 0) <= now():
@@ -237,7 +167,7 @@ class SessionStore:
         indexes += [sid_index_key(ref.tag, sid), sid_pointer_key(sid)] if sid else []
         for index in indexes:
             if index == ALL_SESSIONS_KEY:
-                pipe.zadd(index, {_member(ref): index_until})
+                pipe.zadd(index, {all_sessions_member(ref): index_until})
             else:
                 pipe.sadd(index, ref.tag if sid and index == sid_pointer_key(sid) else ref.key_id)
             pipe.expireat(index, index_until, nx=True)
@@ -274,7 +204,7 @@ class SessionStore:
 
     def _find_in(self, tag: str, flt: SessionFilter) -> list[SessionRef]:
         index = sid_index_key(tag, flt.sid) if flt.sid else user_index_key(tag)
-        refs = [SessionRef(tag, key_id.decode()) for key_id in sorted(self.client.smembers(index))]
+        refs = [SessionRef(tag, _text(key_id)) for key_id in sorted(self.client.smembers(index))]
         if not refs:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -297,7 +227,7 @@ class SessionStore:
         for ref in refs:
             by_tag.setdefault(ref.tag, []).append(ref)
         ended = [session for tag, group in by_tag.items() for session in self._remove_group(tag, group)]
-        self.client.zrem(ALL_SESSIONS_KEY, *(_member(ref) for ref in refs))
+        self.client.zrem(ALL_SESSIONS_KEY, *(all_sessions_member(ref) for ref in refs))
         return ended
 
     def _remove_group(self, tag: str, refs: list[SessionRef]) -> list[EndedSession]:
@@ -306,7 +236,8 @@ class SessionStore:
             pipe.getdel(record_key(ref))
         pipe.srem(user_index_key(tag), *(ref.key_id for ref in refs))
         raws = pipe.execute()[:-1]
-        ended, by_sid = [], {}
+        ended: list[EndedSession] = []
+        by_sid: dict[str, list[str]] = {}
         for ref, raw in zip(refs, raws, strict=True):
             if not raw:
                 continue
@@ -341,17 +272,17 @@ class SessionStore:
         if flt.sub is not None:
             return [user_tag(flt.sub)]
         if flt.sid is not None:
-            return sorted(tag.decode() for tag in self.client.smembers(sid_pointer_key(flt.sid)))
+            return sorted(_text(tag) for tag in self.client.smembers(sid_pointer_key(flt.sid)))
         raise ValueError("a filter names a session, a sid or a sub")
 
     def ref_for_handle(self, handle: str) -> SessionRef | None:
-        match = HANDLE.match(handle)
+        match = HANDLE.fullmatch(handle)
         if not match:
             return None
         tag, prefix = match.groups()
         for key_id in self.client.smembers(user_index_key(tag)):
-            if key_id.decode().startswith(prefix):
-                ref = SessionRef(tag, key_id.decode())
+            if _text(key_id).startswith(prefix):
+                ref = SessionRef(tag, _text(key_id))
                 return ref if self.client.exists(record_key(ref)) else None
         return None
 
@@ -407,79 +338,13 @@ class SessionStore:
         return bool(self.client.set(jti_key(issuer, jti), b"1", nx=True, ex=max(1, ttl)))
 
 
+def _text(value: bytes | str) -> str:
+    """redis-py answers bytes (no decode_responses); its types allow str too."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _expiry(expires_in: Any, issued_at: int) -> int | None:
     try:
         return issued_at + int(expires_in)
     except (TypeError, ValueError):
         return None
-
-
-@dataclass(frozen=True)
-class RedisTarget:
-    """Where the sessions live, from BFF_REDIS_URL: one server, a Sentinel set, or a Cluster."""
-
-    kind: str  # "single" | "sentinel" | "cluster"
-    url: str
-    nodes: tuple[tuple[str, int], ...] = ()
-    master: str = ""
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-
-def parse_redis_url(url: str) -> RedisTarget:
-    """`redis[s]://…` and `unix://…` as redis-py reads them;
-    `redis[s]+sentinel://[user:pass@]host:port[,host:port…]/<master name>[/<db>]`;
-    `redis[s]+cluster://[user:pass@]host:port[,host:port…]` (startup nodes)."""
-    scheme, _, rest = url.partition("://")
-    base, _, topology = scheme.partition("+")
-    if not topology:
-        return RedisTarget("single", url)
-    if base not in ("redis", "rediss") or topology not in ("sentinel", "cluster"):
-        raise ValueError(f"unknown scheme {scheme!r}")
-    credentials, _, location = rest.rpartition("@")
-    username, _, password = credentials.partition(":") if credentials else ("", "", "")
-    hosts, _, path = location.partition("/")
-    nodes = tuple(_host_port(item, 26379 if topology == "sentinel" else 6379) for item in hosts.split(",") if item)
-    if not nodes:
-        raise ValueError("no host given")
-    parts = [p for p in path.split("/") if p]
-    if topology == "sentinel" and not parts:
-        raise ValueError("a sentinel URL names the master: redis+sentinel://host:26379/mymaster")
-    return RedisTarget(
-        topology,
-        url,
-        nodes,
-        master=parts[0] if parts and topology == "sentinel" else "",
-        db=int(parts[1]) if topology == "sentinel" and len(parts) > 1 else 0,
-        username=unquote(username) or None,
-        password=unquote(password) or None,
-        tls=base == "rediss",
-    )
-
-
-def _host_port(item: str, default_port: int) -> tuple[str, int]:
-    host, _, port = item.rpartition(":") if ":" in item else (item, "", str(default_port))
-    return host.strip("[]"), int(port)
-
-
-def make_redis(url: str, timeout: float = 1.0) -> redis.Redis | RedisCluster:
-    """A client with bounded timeouts and one quick retry, so a Redis outage answers in about
-    2 × timeout instead of hanging workers; redis-py reconnects by itself when Redis is back."""
-    target = parse_redis_url(url)
-    common = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
-        "username": target.username,
-        "password": target.password,
-    }
-    if target.kind == "single":
-        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                    retry=common["retry"], health_check_interval=30)  # fmt: skip
-    if target.kind == "sentinel":
-        sentinel = Sentinel(list(target.nodes), sentinel_kwargs={"socket_timeout": timeout}, ssl=target.tls, **common)
-        return sentinel.master_for(target.master, db=target.db, **common)
-    nodes = [ClusterNode(host, port) for host, port in target.nodes]
-    return RedisCluster(startup_nodes=nodes, ssl=target.tls, **common)

@@ -24,5 +24,5 @@ def bare():
 
 @app.get("/bench/naive")
 def naive():
-    value = current_app.extensions["bff.redis"].get(NAIVE_KEY)
+    value = current_app.extensions["bff"].redis.get(NAIVE_KEY)
     return jsonify(length=len(value or b""))

@@ -26,9 +26,10 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from app.crypto import TokenCipher, parse_keys
+from app.crypto import TokenCipher, parse_encryption_keys
 from app.jwt_checks import BACKCHANNEL_LOGOUT_EVENT
-from app.sessions import SessionRef, SessionStore, new_session_id, record_key, sid_index_key, user_index_key
+from app.keyspace import SessionRef, new_session_id, record_key, sid_index_key, user_index_key
+from app.sessions import SessionStore
 from bench.keys import NAIVE_KEY
 from dev.stack import (
     CLIENT_ID,
@@ -148,7 +149,7 @@ def main() -> int:
 def measure(ports, issuer, bff, redis_url, tokens_file, key, server) -> int:
     client = redis.Redis.from_url(redis_url)
     client.set(NAIVE_KEY, os.urandom(1024).hex())  # 2 KB
-    store = SessionStore(client, TokenCipher(parse_keys(DEV_TOKEN_ENCRYPTION_KEY)), IDLE)
+    store = SessionStore(client, TokenCipher(parse_encryption_keys(DEV_TOKEN_ENCRYPTION_KEY)), IDLE)
     agent = Agent(bff, record=False)
     agent.login("bench")
     cookie = agent.session_cookie

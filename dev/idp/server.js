@@ -21,8 +21,9 @@
 //   IDP_HOLD_DIR               tests only: while the file <dir>/hold exists, a refresh's answer is held
 //                              back after the tokens are issued (and <dir>/held is written), so a
 //                              test can end the session while a refresh is in flight, then release it
-//   IDP_ISSUED_TOKENS_FILE     tests only: append every token response here, one JSON per line,
-//                              so a test can prove that no issued token leaks out of the BFF.
+//   IDP_ISSUED_TOKENS_FILE     tests only: append every token response here, one JSON per line
+//                              (with the refresh token a refresh presented), so a test can prove
+//                              that no issued token leaks out of the BFF, and none is spent twice.
 import { setDefaultResultOrder } from 'node:dns';
 import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -150,7 +151,13 @@ if (env.IDP_HOLD_DIR) {
 if (env.IDP_ISSUED_TOKENS_FILE) {
   provider.on('grant.success', (ctx) => {
     const { access_token, refresh_token, id_token } = ctx.body || {};
-    const issued = { grant_type: ctx.oidc.params.grant_type, access_token, refresh_token, id_token };
+    const issued = {
+      grant_type: ctx.oidc.params.grant_type,
+      presented_refresh_token: ctx.oidc.params.refresh_token,
+      access_token,
+      refresh_token,
+      id_token,
+    };
     appendFileSync(env.IDP_ISSUED_TOKENS_FILE, `${JSON.stringify(issued)}\n`);
   });
 }

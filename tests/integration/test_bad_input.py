@@ -39,11 +39,11 @@ def expired_state(a, stack, make_agent):
     callback = a.authorize("mallory")
     # The attempt cookie as the BFF would have sealed it LOGIN_TTL + 1 seconds ago.
     sealer = CookieSealer(DEV_SECRET_KEY, "bff login attempt v1")
-    name = attempt_cookie_name("bff", _state_of(callback))
+    name = attempt_cookie_name("bff-login-", _state_of(callback))
     now_ms = time.time_ns() // 1_000_000
     attempt = open_attempt(sealer, name, a.cookies[name], now_ms)
     old = replace(attempt, started_ms=now_ms - (LOGIN_TTL + 1) * 1000)
-    a.cookies.set(name, seal_attempt(sealer, name, old), domain="localhost.local")
+    a.cookies.set(name, seal_attempt(sealer, name, old), domain="localhost.local", path="/bff/")
     return lambda: a.get(callback, allow_redirects=False)
 
 

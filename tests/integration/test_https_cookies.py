@@ -7,7 +7,7 @@ import pytest
 
 from app import create_app
 from app.config import load_settings
-from app.sessions import new_session_id
+from app.keyspace import new_session_id
 from dev.stack import bff_env
 
 PUBLIC_URL = "https://app.example.com"
@@ -31,7 +31,7 @@ def sign_in(app, client):
         session.sid = new_session_id("alice")
         tokens = {"access_token": "access", "id_token": "id", "refresh_token": None}
         session.update(
-            app.extensions["bff.store"].new_record(
+            app.extensions["bff"].store.new_record(
                 session.sid,
                 claims={"sub": "alice"},
                 tokens=tokens,
@@ -65,10 +65,10 @@ def test_logout_over_https_deletes_the_host_cookie_with_secure_and_same_attribut
     assert https_client.get_cookie("__Host-bff") is None
 
 
-def test_login_binding_cookie_over_https_keeps_the_host_prefix_rules(https_client):
+def test_sign_in_attempt_cookie_over_https_is_secure_prefixed_and_only_for_bff_paths(https_client):
     response = https_client.get("/bff/login?returnUrl=/")
     assert response.status_code == 302
-    (binding,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("__Host-bff-login-")]
-    for attribute in ("Secure", "HttpOnly", "Path=/", "SameSite=Lax"):
-        assert attribute in binding
-    assert "Domain" not in binding
+    (attempt,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("__Secure-bff-login-")]
+    for attribute in ("Secure", "HttpOnly", "Path=/bff/", "SameSite=Lax"):
+        assert attribute in attempt
+    assert "Domain" not in attempt

@@ -116,3 +116,13 @@ def test_fat_return_urls_can_never_swell_the_cookie_header_past_what_servers_acc
     assert all(len(c.name) + len(c.value) <= 2100 for c in victim.cookies)
     assert cookie_header_size(victim) < 6 * 1024
     assert victim.get(f"{victim.bff_url}/bff/login", allow_redirects=False).status_code == 302
+
+
+def test_attempt_cookies_are_only_sent_to_the_bff_endpoints(make_agent):
+    """Path=/bff/: however many attempts a browser holds, the SPA's pages and /api never carry them."""
+    agent = make_agent()
+    response = agent.get(f"{agent.bff_url}/bff/login", allow_redirects=False)
+    (attempt,) = [line for name, line in set_cookies(response).items() if name.startswith("bff-login-")]
+    assert "Path=/bff/" in attempt and "HttpOnly" in attempt and "SameSite=Lax" in attempt
+    page = agent.get(f"{agent.bff_url}/")
+    assert "bff-login-" not in page.request.headers.get("Cookie", "")

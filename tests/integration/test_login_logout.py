@@ -9,8 +9,8 @@ import msgspec
 from support.agent import set_cookies
 from support.forms import is_login_form
 
-from app.crypto import TokenCipher, generate_key, parse_keys
-from app.sessions import SessionRef, record_key
+from app.crypto import TokenCipher, generate_key, parse_encryption_keys
+from app.keyspace import SessionRef, record_key
 
 
 def test_sign_in_see_the_user_sign_out_of_app_and_idp_then_the_idp_asks_for_credentials_again(stack, agent):
@@ -193,7 +193,7 @@ def seal_with_a_retired_key(stack, cookie: str) -> None:
     """Re-seal the session's tokens with a key no BFF is configured with any more."""
     key = record_key(SessionRef.from_session_id(cookie))
     record = msgspec.msgpack.decode(stack.redis.get(key))
-    retired = TokenCipher(parse_keys(generate_key()))
+    retired = TokenCipher(parse_encryption_keys(generate_key()))
     record["tokens"] = retired.seal(b'{"access_token": "x"}', SessionRef.from_session_id(cookie).key_id.encode())
     stack.redis.set(key, msgspec.msgpack.encode(record), keepttl=True)
 

@@ -9,11 +9,12 @@ import time
 
 import pytest
 
-from app.crypto import TokenCipher, parse_keys
+from app.crypto import TokenCipher, parse_encryption_keys
 from app.errors import IdpUnavailable, RefreshRefused
+from app.keyspace import SessionRef, new_session_id
 from app.oidc import Provider
-from app.sessions import SessionFilter, SessionRef, SessionStore, new_session_id
-from app.tokens import access_token_for
+from app.refresh import access_token_for
+from app.sessions import SessionFilter, SessionStore
 from dev.stack import DEV_TOKEN_ENCRYPTION_KEY
 
 
@@ -41,7 +42,7 @@ class ScriptedProvider(Provider):
 
 @pytest.fixture
 def store(stack):
-    return SessionStore(stack.redis, TokenCipher(parse_keys(DEV_TOKEN_ENCRYPTION_KEY)), 600)
+    return SessionStore(stack.redis, TokenCipher(parse_encryption_keys(DEV_TOKEN_ENCRYPTION_KEY)), 600)
 
 
 def expiring_session(store, expires_in=-1, refresh_token="rt-1"):

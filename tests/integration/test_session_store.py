@@ -7,11 +7,9 @@ import time
 import pytest
 from redis.crc import key_slot
 
-from app.crypto import TokenCipher, generate_key, parse_keys
-from app.sessions import (
-    SessionFilter,
+from app.crypto import TokenCipher, generate_key, parse_encryption_keys
+from app.keyspace import (
     SessionRef,
-    SessionStore,
     new_session_id,
     record_key,
     sid_index_key,
@@ -19,6 +17,7 @@ from app.sessions import (
     user_index_key,
     user_tag,
 )
+from app.sessions import SessionFilter, SessionStore
 from dev.stack import DEV_TOKEN_ENCRYPTION_KEY
 
 IDLE = 600
@@ -26,7 +25,7 @@ IDLE = 600
 
 @pytest.fixture
 def store(stack):
-    return SessionStore(stack.redis, TokenCipher(parse_keys(DEV_TOKEN_ENCRYPTION_KEY)), IDLE)
+    return SessionStore(stack.redis, TokenCipher(parse_encryption_keys(DEV_TOKEN_ENCRYPTION_KEY)), IDLE)
 
 
 def stored_session(store, sub="store-user", sid="idp-sid-1", max_lifetime=3600, **tokens):
@@ -126,12 +125,12 @@ def test_tokens_are_sealed_at_rest_and_bound_to_their_record(stack, store):
 
 def test_key_rotation_reads_old_records_and_writes_with_the_new_key(stack):
     old_key, new_key = generate_key(), generate_key()
-    before = SessionStore(stack.redis, TokenCipher(parse_keys(old_key)), IDLE)
+    before = SessionStore(stack.redis, TokenCipher(parse_encryption_keys(old_key)), IDLE)
     ref, _ = stored_session(before, sub="rotated", access_token="sealed-with-old")
-    rotated = SessionStore(stack.redis, TokenCipher(parse_keys(f"{new_key},{old_key}")), IDLE)
+    rotated = SessionStore(stack.redis, TokenCipher(parse_encryption_keys(f"{new_key},{old_key}")), IDLE)
     assert rotated.open_tokens(ref, rotated.read(ref))["access_token"] == "sealed-with-old"
     fresh, _ = stored_session(rotated, sub="rotated", access_token="sealed-with-new")
-    only_new = SessionStore(stack.redis, TokenCipher(parse_keys(new_key)), IDLE)
+    only_new = SessionStore(stack.redis, TokenCipher(parse_encryption_keys(new_key)), IDLE)
     assert only_new.open_tokens(fresh, only_new.read(fresh))["access_token"] == "sealed-with-new"
     assert only_new.open_tokens(ref, only_new.read(ref)) is None
 

@@ -23,7 +23,7 @@ UNUSED_REDIS = "redis://127.0.0.1:9/0"
         ("BFF_REDIS_URL", "redis://h:abc/0"),
         ("BFF_LOG_LEVEL", "loud"),
         ("BFF_API_UPSTREAMS", json.dumps({"echo": {"url": "http://127.0.0.1:9", "forward_headers": ["Cookie"]}})),
-        # Read by gunicorn.conf.py (app/config.py's load_server_settings)
+        # Read by gunicorn.conf.py (app/server_settings.py's load_server_settings)
         ("BFF_WORKER_CLASS", "eventlet"),
         ("BFF_WORKERS", "two"),
         ("BFF_WORKER_TIMEOUT", "0"),

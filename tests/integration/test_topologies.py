@@ -17,7 +17,8 @@ from support.agent import Agent
 from support.forms import is_login_form
 
 from app.jwt_checks import BACKCHANNEL_LOGOUT_EVENT
-from app.sessions import SessionRef, make_redis, record_key
+from app.keyspace import SessionRef, record_key
+from app.redis_client import make_redis, parse_redis_url
 from dev.stack import (
     CLIENT_ID,
     bff_env,
@@ -61,7 +62,9 @@ def test_sign_in_use_the_api_and_sign_out_of_app_and_idp(stack, topology):
         agent.login("topo")
         # Stored in this topology (Flask-Session's Redis backend would have swapped a cluster
         # client for a localhost one; ours stores through the client it is given).
-        assert make_redis(redis_url).exists(record_key(SessionRef.from_session_id(agent.session_cookie)))
+        assert make_redis(parse_redis_url(redis_url), 1.0).exists(
+            record_key(SessionRef.from_session_id(agent.session_cookie))
+        )
         refresh_token = stack.latest_tokens()["refresh_token"]
         assert agent.user().json()["sub"] == "topo"
         assert agent.get(f"{bff_url}/api/echo/x", headers={"X-CSRF": "1"}).json()["sub"] == "topo"

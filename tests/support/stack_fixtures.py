@@ -16,7 +16,7 @@ import redis
 import requests
 from joserfc.jwk import RSAKey
 
-from app.sessions import SESSION_PATTERN, SessionRef, record_key
+from app.keyspace import SessionRef, record_key
 from dev.stack import BASIC_AUTH, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
 from support.agent import Agent
 from support.capture import CaptureUpstream
@@ -63,7 +63,7 @@ class Stack:
         return json.loads(self.tokens_file.read_text().splitlines()[-1])
 
     def session_keys(self) -> list[bytes]:
-        return sorted(self.redis.scan_iter(match=SESSION_PATTERN))
+        return sorted(self.redis.scan_iter(match="bff:{*}:s:*"))  # a SCAN is fine in tests, never in the app
 
     def has_session(self, cookie: str) -> bool:
         return bool(self.redis.exists(record_key(SessionRef.from_session_id(cookie))))

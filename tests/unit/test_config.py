@@ -2,9 +2,11 @@ import json
 
 import pytest
 
-from app.config import ConfigError, ServerSettings, Upstream, load_server_settings, load_settings
+from app.config import ConfigError, load_settings
 from app.crypto import generate_key
-from app.sessions import parse_redis_url
+from app.redis_client import parse_redis_url
+from app.server_settings import ServerSettings, load_server_settings
+from app.upstreams import Upstream
 
 BASE = {
     "BFF_PUBLIC_URL": "http://localhost:8000",
@@ -24,7 +26,7 @@ PRODUCTION = {
 def test_minimal_environment_gets_documented_defaults():
     settings = load_settings(BASE)
     assert settings.scopes == "openid profile email offline_access"
-    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.redis.url == "redis://127.0.0.1:6379/0" and settings.redis.kind == "single"
     assert (settings.session_idle_timeout, settings.session_max_lifetime) == (8 * 3600, 24 * 3600)
     assert settings.post_logout_redirect_uri == "http://localhost:8000/"
     assert settings.redirect_uri == "http://localhost:8000/bff/callback"
@@ -181,7 +183,7 @@ def test_invalid_setting_is_reported_by_its_variable_name(change, variable):
 def test_redis_url_selects_single_sentinel_or_cluster(url, kind, nodes, master, db):
     target = parse_redis_url(url)
     assert (target.kind, target.nodes, target.master, target.db) == (kind, nodes, master, db)
-    assert load_settings({**BASE, "BFF_REDIS_URL": url}).redis_url == url
+    assert load_settings({**BASE, "BFF_REDIS_URL": url}).redis == target  # parsed once, kept parsed
 
 
 def test_redis_credentials_and_tls_come_from_the_url():

@@ -8,7 +8,7 @@ import pytest
 
 from app import create_app
 from app.config import load_settings
-from app.sessions import new_session_id
+from app.keyspace import new_session_id
 
 ENV = {
     "BFF_PUBLIC_URL": "http://localhost:8000",

@@ -24,10 +24,10 @@ def attempt(started_ms: int = NOW, state: str = "s") -> Attempt:
     return Attempt(state, "verifier", "nonce", "/back", None, started_ms)
 
 
-def test_attempt_cookie_keeps_the_host_prefix_and_differs_per_attempt():
-    first = attempt_cookie_name("__Host-bff", "state-one")
-    second = attempt_cookie_name("__Host-bff", "state-two")
-    assert first.startswith("__Host-bff-login-") and second.startswith("__Host-bff-login-")
+def test_attempt_cookie_keeps_its_prefix_and_differs_per_attempt():
+    first = attempt_cookie_name("__Secure-bff-login-", "state-one")
+    second = attempt_cookie_name("__Secure-bff-login-", "state-two")
+    assert first.startswith("__Secure-bff-login-") and second.startswith("__Secure-bff-login-")
     assert first != second
 
 
@@ -50,14 +50,14 @@ def test_a_new_attempt_drops_unreadable_cookies_and_all_but_the_newest_two():
     cookies[name("j")] = "junk"
     cookies["bff-login-not-our-format"] = "x"
     cookies["theme"] = "dark"
-    dropped = attempts_to_drop(SEALER, cookies, "bff", NOW + 10)
+    dropped = attempts_to_drop(SEALER, cookies, "bff-login-", NOW + 10)
     assert sorted(dropped) == [name(0), name(1), name(2), name("j")]
     assert len([n for n in cookies if n.startswith("bff-login-") and n not in dropped]) - 1 == MAX_ATTEMPTS - 1
 
 
 def test_junk_attempt_cookies_are_dropped_a_few_at_a_time():
     cookies = {f"bff-login-{i:012d}": "junk" for i in range(400)}
-    assert len(attempts_to_drop(SEALER, cookies, "bff", NOW)) == MAX_DROPS
+    assert len(attempts_to_drop(SEALER, cookies, "bff-login-", NOW)) == MAX_DROPS
 
 
 @pytest.mark.parametrize(

@@ -1,44 +1,26 @@
-"""Tokens over a session's life: refreshed under a lock, revoked when the session ends.
-
-Logout, back-channel logout and the `flask sessions revoke` commands all call `end_sessions`, so
-ending a session means the same thing everywhere: the records and their index entries are gone
-from Redis first, then each refresh token is revoked at the IdP (RFC 7009), in parallel, each
-call bounded by the revocation timeout and best effort: an unreachable IdP never keeps a session
-alive here.
+"""Access tokens kept fresh: refreshed under a per-session Redis lock, at most once per expiry
+across every worker and host, and never written back into a session that ended meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import metrics
 from .errors import BffError, IdpUnavailable, OidcError, RefreshRefused
+from .keyspace import SessionRef
 from .oidc import Provider
-from .sessions import EndedSession, SessionFilter, SessionRef, SessionStore
+from .sessions import SessionFilter, SessionStore
+from .signout import end_sessions
 
 log = logging.getLogger(__name__)
 
-MAX_PARALLEL_REVOCATIONS = 8
 REFRESH_POLL_SECONDS = 0.02
 # IdP calls a refresh may make under its lock, each bounded by the IdP timeout: metadata, token,
 # JWKS and a JWKS refetch for a new kid. The lock's lease outlives them all.
 IDP_CALLS_UNDER_LOCK = 4
-
-
-def end_sessions(store: SessionStore, provider: Provider, flt: SessionFilter) -> list[EndedSession]:
-    ended = store.remove(flt)
-    refresh_tokens = [s.refresh_token for s in ended if s.refresh_token]
-    if len(refresh_tokens) == 1:
-        provider.revoke_refresh_token(refresh_tokens[0])
-    elif refresh_tokens:
-        with ThreadPoolExecutor(min(MAX_PARALLEL_REVOCATIONS, len(refresh_tokens))) as pool:
-            list(pool.map(provider.revoke_refresh_token, refresh_tokens))
-    for session in ended:
-        log.info("session %s ended", session.handle)
-    return ended
 
 
 def access_token_for(
@@ -68,11 +50,11 @@ def access_token_for(
             finally:
                 store.release_refresh_lock(ref, owner)
         time.sleep(REFRESH_POLL_SECONDS)
-        record = store.read(ref)
-        if record is None:
+        current = store.read(ref)
+        if current is None:
             raise RefreshRefused()  # ended meanwhile (the refresh was refused, or a logout)
-        if not _needs_refresh(record, skew):
-            return _usable_tokens(store, provider, ref, record)["access_token"]
+        if not _needs_refresh(current, skew):
+            return _usable_tokens(store, provider, ref, current)["access_token"]
         if time.monotonic() > deadline:
             raise BffError(503, "refresh_in_progress", "The session's tokens are being refreshed; try again.")
 
