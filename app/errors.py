@@ -1,4 +1,5 @@
-"""The one exception type for expected failures, kept free of Flask so every module can raise it."""
+"""Expected failures, each rendered as a clear 4xx/5xx answer: `BffError` and the IdP-related kinds
+derived from it. Free of Flask, so every module can raise them."""
 
 
 class BffError(Exception):

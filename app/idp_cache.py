@@ -1,7 +1,7 @@
 """The last good copy of one IdP document (discovery metadata, JWKS), for riding out IdP outages.
 
 Every sign-in and token check needs these documents, so while the IdP is down or slow, requests
-must neither each pay a network timeout nor queue behind one another's (DESIGN §8). Hence:
+must neither each pay a network timeout nor queue behind one another's. Hence:
 - stale on error: a failed refetch keeps serving the last good copy;
 - backoff: after a failure nothing is sent for 1 s, then 2, 4 ... up to 60 s (reset by a
   success); meanwhile callers get the copy, or `IdpUnavailable` at once when there is none;

@@ -198,8 +198,6 @@ class SessionStore:
 
     def find(self, flt: SessionFilter) -> list[SessionRef]:
         """Live sessions matching the filter; index entries whose record expired are dropped."""
-        if flt.session is not None:
-            return [flt.session] if self.client.exists(record_key(flt.session)) else []
         return [ref for tag in self._tags_for(flt) for ref in self._find_in(tag, flt)]
 
     def _find_in(self, tag: str, flt: SessionFilter) -> list[SessionRef]:

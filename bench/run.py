@@ -1,4 +1,4 @@
-"""`make bench`: measured speed, side by side (DESIGN §7). Never asserted anywhere.
+"""`make bench`: measured speed, side by side. Never asserted anywhere.
 
 Starts its own redis-server, dev IdP, sample API and the BFF under the production gunicorn
 settings (gunicorn.conf.py), signs one user in through the IdP, pre-creates sessions with the

@@ -1,4 +1,4 @@
-"""Sign-in attempts before the IdP answers (DESIGN §8): they live in sealed per-attempt cookies, not
+"""Sign-in attempts before the IdP answers: they live in sealed per-attempt cookies, not
 in Redis, so anonymous traffic cannot grow server state; a browser holds at most three of them,
 so abandoned attempts cannot lock it out with an oversized Cookie header; and every callback
 outcome deletes the attempt's cookie."""

@@ -1,4 +1,4 @@
-"""The API proxy under attack (DESIGN §8): paths that try to leave the upstream's base path, headers
+"""The API proxy under attack: paths that try to leave the upstream's base path, headers
 the browser controls, headers an upstream sends back, bodies over the limit, and redirects that
 would name the Host header. The upstream here records every request it receives, so "nothing was
 forwarded" is checked at the upstream itself."""

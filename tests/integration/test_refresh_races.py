@@ -1,4 +1,4 @@
-"""Logout wins over a refresh in flight (DESIGN §8). The IdP issues the refresh's new tokens and
+"""Logout wins over a refresh in flight. The IdP issues the refresh's new tokens and
 holds its answer back; meanwhile the session ends (logout, back-channel logout or the CLI); then
 the answer is released. The refresh must not bring the session back, and the refresh token it
 was just given must not stay usable at the IdP."""

@@ -1,4 +1,4 @@
-"""Security headers on every response the BFF sends (DESIGN §8): nosniff and no Referer on all,
+"""Security headers on every response the BFF sends: nosniff and no Referer on all,
 a CSP on every HTML page (the SPA's own, a strict one elsewhere), HSTS when served over https."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""§4: a missing or invalid setting stops the process with one line naming the variable."""
+"""A missing or invalid setting stops the process with one line naming the variable."""
 
 from __future__ import annotations
 

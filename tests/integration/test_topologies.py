@@ -1,7 +1,7 @@
 """The core flows on every Redis topology the BFF supports: one server, Sentinel, Cluster.
 
-Each topology gets its own Redis processes and a BFF (2 workers) using them through
-BFF_REDIS_URL; the IdP and the sample API are the shared ones."""
+Each topology gets a BFF (2 workers) using it through BFF_REDIS_URL; the Redis processes
+(`redis_topologies`), the IdP and the sample API are shared with the rest of the run."""
 
 from __future__ import annotations
 
@@ -15,45 +15,22 @@ import redis
 from joserfc import jwt
 from support.agent import Agent
 from support.forms import is_login_form
+from support.stack_fixtures import TOPOLOGIES
 
 from app.jwt_checks import BACKCHANNEL_LOGOUT_EVENT
 from app.keyspace import SessionRef, record_key
 from app.redis_client import make_redis, parse_redis_url
-from dev.stack import (
-    CLIENT_ID,
-    bff_env,
-    free_cluster_port,
-    free_port,
-    start_bff,
-    start_redis,
-    start_redis_cluster,
-    start_redis_sentinel,
-)
+from dev.stack import CLIENT_ID, bff_env, free_port, start_bff, start_redis_sentinel
 
 
-def start_topology(kind: str, workdir):
-    if kind == "single":
-        port = free_port()
-        return [start_redis(port, workdir, name="redis-single")], f"redis://127.0.0.1:{port}/0"
-    if kind == "sentinel":
-        master, replica, sentinel = free_port(), free_port(), free_port()
-        services = start_redis_sentinel(master, replica, sentinel, workdir)
-        return services, f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0"
-    ports = [free_cluster_port() for _ in range(3)]
-    return start_redis_cluster(ports, workdir), "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
-
-
-@pytest.fixture(scope="module", params=["single", "sentinel", "cluster"])
-def topology(request, stack, workdir):
-    services, redis_url = start_topology(request.param, workdir)
+@pytest.fixture(scope="module", params=TOPOLOGIES)
+def topology(request, stack, workdir, redis_topologies):
+    redis_url = redis_topologies.url(request.param)
     bff_url = f"http://localhost:{stack.spare_port}"
     env = bff_env(bff_url, stack.issuer, redis_url, BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}))
-    try:
-        services.append(start_bff(stack.spare_port, env, workdir / f"bff-{request.param}.log"))
-        yield request.param, bff_url, redis_url
-    finally:
-        for service in reversed(services):
-            service.stop()
+    bff = start_bff(stack.spare_port, env, workdir / f"bff-{request.param}.log")
+    yield request.param, bff_url, redis_url
+    bff.stop()
 
 
 def test_sign_in_use_the_api_and_sign_out_of_app_and_idp(stack, topology):

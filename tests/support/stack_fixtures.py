@@ -17,7 +17,19 @@ import requests
 from joserfc.jwk import RSAKey
 
 from app.keyspace import SessionRef, record_key
-from dev.stack import BASIC_AUTH, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
+from dev.stack import (
+    BASIC_AUTH,
+    Service,
+    bff_env,
+    free_cluster_port,
+    free_port,
+    start_bff,
+    start_echo,
+    start_idp,
+    start_redis,
+    start_redis_cluster,
+    start_redis_sentinel,
+)
 from support.agent import Agent
 from support.capture import CaptureUpstream
 
@@ -51,12 +63,6 @@ class Stack:
     def idp_token_request(self, **form: str) -> requests.Response:
         """Call the IdP's token endpoint as the BFF's client would, e.g. to try a refresh token."""
         return requests.post(f"{self.issuer}/token", data=form, auth=BASIC_AUTH, timeout=5)
-
-    def token_grants(self) -> list[str]:
-        """The grant type of every successful token request, in order."""
-        if not self.tokens_file.exists():
-            return []
-        return [json.loads(line)["grant_type"] for line in self.tokens_file.read_text().splitlines()]
 
     def latest_tokens(self) -> dict[str, str]:
         """The most recent token response the IdP sent (to whichever BFF asked)."""
@@ -166,6 +172,43 @@ def stack(workdir):
         capture.stop()
         for service in reversed(services):
             service.stop()
+
+
+TOPOLOGIES = ("single", "sentinel", "cluster")
+
+
+class RedisTopologies:
+    """Redis in each topology the BFF supports, each started on first use: the stack's own server,
+    a Sentinel set (master, replica, sentinel) and a 3-master Cluster."""
+
+    def __init__(self, single_url: str, workdir: Path) -> None:
+        self.urls = {"single": single_url}
+        self.workdir = workdir
+        self.services: list[Service] = []
+
+    def url(self, kind: str) -> str:
+        if kind not in self.urls:
+            if kind == "sentinel":
+                master, replica, sentinel = free_port(), free_port(), free_port()
+                self.services += start_redis_sentinel(master, replica, sentinel, self.workdir)
+                self.urls[kind] = f"redis+sentinel://127.0.0.1:{sentinel}/mymaster/0"
+            else:
+                ports = [free_cluster_port() for _ in range(3)]
+                self.services += start_redis_cluster(ports, self.workdir)
+                self.urls[kind] = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+        return self.urls[kind]
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_topologies(stack, workdir):
+    """Shared by every test that runs on all topologies (the store's contract, the core flows)."""
+    topologies = RedisTopologies(stack.redis_url, workdir)
+    yield topologies
+    topologies.stop()
 
 
 @pytest.fixture

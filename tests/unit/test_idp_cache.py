@@ -1,4 +1,4 @@
-"""IdP metadata and JWKS during an IdP outage (DESIGN §8): the last good copy, backoff, one fetch.
+"""IdP metadata and JWKS during an IdP outage: the last good copy, backoff, one fetch.
 
 A real HTTP server on 127.0.0.1 plays the IdP and is switched between answering, failing (500),
 hanging and refusing connections (stopped); a real `Provider` talks to it, and the server counts
