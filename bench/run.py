@@ -18,21 +18,18 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import redis
 import requests
-from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from app.crypto import TokenCipher, parse_encryption_keys
-from app.jwt_checks import BACKCHANNEL_LOGOUT_EVENT
-from app.keyspace import SessionRef, new_session_id, record_key, sid_index_key, user_index_key
+from app.keyspace import SessionRef, record_key, sid_index_key, user_index_key
 from app.sessions import SessionStore
 from bench.keys import NAIVE_KEY
+from dev import forge
 from dev.stack import (
-    CLIENT_ID,
     DEV_TOKEN_ENCRYPTION_KEY,
     ROOT,
     VENV_BIN,
@@ -93,16 +90,17 @@ def fake_sessions(store: SessionStore, tokens: dict, count: int, sub_prefix: str
     items = []
     for i in range(count):
         sub = sub_prefix if same_user else f"{sub_prefix}-{i}"
-        session_id = new_session_id(sub)
-        record = store.new_record(
-            session_id,
-            claims={"sub": sub, "sid": f"{sub_prefix}-sid-{i}", "name": "Bench User", "email": "bench@example.com"},
-            tokens=tokens,
+        forged = forge.session_record(
+            store,
+            sub,
+            sid=f"{sub_prefix}-sid-{i}",
             max_lifetime=24 * 3600,
+            claims={"name": "Bench User", "email": "bench@example.com"},
             user_agent="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0",
             client_ip="203.0.113.10",
+            **tokens,
         )
-        items.append((SessionRef.from_session_id(session_id), record))
+        items.append((forged.ref, forged.record))
     store.write_many(items)
     return items
 
@@ -248,10 +246,7 @@ def backchannel_costs(store, bff_direct, issuer, key, tokens) -> dict[str, float
         for attempt in range(5):
             sub = f"bc-{count}-{attempt}"
             fake_sessions(store, tokens, count, sub, same_user=True)
-            now = int(time.time())
-            claims = {"iss": issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex,
-                      "sub": sub, "events": {BACKCHANNEL_LOGOUT_EVENT: {}}}  # fmt: skip
-            token = jwt.encode({"alg": "RS256", "kid": "bench"}, claims, key)
+            token = forge.logout_token(key, issuer=issuer, sub=sub)
             started = time.perf_counter()
             response = requests.post(f"{bff_direct}/bff/backchannel-logout", data={"logout_token": token}, timeout=30)
             samples.append((time.perf_counter() - started) * 1000)

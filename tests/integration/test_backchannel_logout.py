@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 import requests
-from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from app.jwt_checks import BACKCHANNEL_LOGOUT_EVENT
-from dev.stack import CLIENT_ID
+from dev import forge
 
 OTHER_KEY = RSAKey.generate_key(2048, parameters={"kid": "test-key-1"})  # same kid, wrong key
 
@@ -21,19 +18,9 @@ def post_logout_token(stack, token: str) -> requests.Response:
 
 
 def logout_token(stack, key=None, header=None, **claims) -> str:
-    payload = {
-        "iss": stack.issuer,
-        "aud": CLIENT_ID,
-        "iat": int(time.time()),
-        "exp": int(time.time()) + 120,
-        "jti": uuid.uuid4().hex,
-        "sub": "victim",
-        "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
-    }
-    payload.update(claims)
-    payload = {k: v for k, v in payload.items() if v is not None}
-    return jwt.encode(
-        header or {"alg": "RS256", "kid": "test-key-1", "typ": "logout+jwt"}, payload, key or stack.signing_key
+    """A logout token the dev IdP would send for "victim", unless `claims` say otherwise."""
+    return forge.logout_token(
+        key or stack.signing_key, issuer=stack.issuer, header=header, **{"sub": "victim", **claims}
     )
 
 

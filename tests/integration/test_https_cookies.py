@@ -7,7 +7,7 @@ import pytest
 
 from app import create_app
 from app.config import load_settings
-from app.keyspace import new_session_id
+from dev import forge
 from dev.stack import bff_env
 
 PUBLIC_URL = "https://app.example.com"
@@ -27,19 +27,10 @@ def https_client(https_app):
 
 def sign_in(app, client):
     """A stored session as the callback would create it, without a trip through the IdP."""
+    forged = forge.session_record(app.extensions["bff"].store, "alice")
     with client.session_transaction() as session:
-        session.sid = new_session_id("alice")
-        tokens = {"access_token": "access", "id_token": "id", "refresh_token": None}
-        session.update(
-            app.extensions["bff"].store.new_record(
-                session.sid,
-                claims={"sub": "alice"},
-                tokens=tokens,
-                max_lifetime=3600,
-                user_agent="test",
-                client_ip="127.0.0.1",
-            )
-        )
+        session.sid = forged.session_id
+        session.update(forged.record)
 
 
 def _set_cookie_headers(response, name):

@@ -11,10 +11,10 @@ import pytest
 
 from app.crypto import TokenCipher, parse_encryption_keys
 from app.errors import IdpUnavailable, RefreshRefused
-from app.keyspace import SessionRef, new_session_id
 from app.oidc import Provider
 from app.refresh import access_token_for
 from app.sessions import SessionFilter, SessionStore
+from dev import forge
 from dev.stack import DEV_TOKEN_ENCRYPTION_KEY
 
 
@@ -46,19 +46,15 @@ def store(stack):
 
 
 def expiring_session(store, expires_in=-1, refresh_token="rt-1"):
-    session_id = new_session_id("rule-user")
-    ref = SessionRef.from_session_id(session_id)
-    tokens = {
-        "access_token": "at-1",
-        "refresh_token": refresh_token,
-        "id_token": "id-token-for-rule-user",
-        "expires_in": expires_in,
-    }
-    record = store.new_record(
-        session_id, claims={"sub": "rule-user"}, tokens=tokens, max_lifetime=3600, user_agent="", client_ip=""
+    forged = forge.stored_session(
+        store,
+        "rule-user",
+        access_token="at-1",
+        refresh_token=refresh_token,
+        id_token="id-token-for-rule-user",
+        expires_in=expires_in,
     )
-    store.write(ref, record)
-    return ref, record
+    return forged.ref, forged.record
 
 
 def test_a_token_far_from_expiry_is_used_without_asking_the_idp(store):

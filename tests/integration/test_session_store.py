@@ -13,7 +13,6 @@ from support.stack_fixtures import TOPOLOGIES
 from app.crypto import TokenCipher, generate_key, parse_encryption_keys
 from app.keyspace import (
     SessionRef,
-    new_session_id,
     record_key,
     sid_index_key,
     sid_pointer_key,
@@ -22,6 +21,7 @@ from app.keyspace import (
 )
 from app.redis_client import make_redis, parse_redis_url
 from app.sessions import SessionFilter, SessionStore
+from dev import forge
 from dev.stack import DEV_TOKEN_ENCRYPTION_KEY
 
 IDLE = 600
@@ -35,19 +35,8 @@ def store(request, redis_topologies):
 
 
 def stored_session(store, sub="store-user", sid="idp-sid-1", max_lifetime=3600, **tokens):
-    session_id = new_session_id(sub)
-    ref = SessionRef.from_session_id(session_id)
-    tokens = {"access_token": "at-" + session_id, "refresh_token": None, "id_token": "it", **tokens}
-    record = store.new_record(
-        session_id,
-        claims={"sub": sub, "sid": sid},
-        tokens=tokens,
-        max_lifetime=max_lifetime,
-        user_agent="ua",
-        client_ip="203.0.113.9",
-    )
-    store.write(ref, record)
-    return ref, record
+    forged = forge.stored_session(store, sub, sid=sid, max_lifetime=max_lifetime, **tokens)
+    return forged.ref, forged.record
 
 
 def test_every_key_of_one_user_lands_in_one_cluster_slot(store):

@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
-from joserfc import jwt
 from support.agent import Agent
 from support.forms import is_login_form
 from support.stack_fixtures import TOPOLOGIES
 
-from app.jwt_checks import BACKCHANNEL_LOGOUT_EVENT
 from app.keyspace import SessionRef, record_key
 from app.redis_client import make_redis, parse_redis_url
-from dev.stack import CLIENT_ID, bff_env, free_port, start_bff, start_redis_sentinel
+from dev import forge
+from dev.stack import bff_env, free_port, start_bff, start_redis_sentinel
 
 
 @pytest.fixture(scope="module", params=TOPOLOGIES)
@@ -60,17 +58,7 @@ def test_back_channel_logout_ends_the_sessions_of_that_idp_session(stack, topolo
         first.login("topo-bc")
         second.login("topo-bc")
         sid = first.user().json()["claims"]["sid"]
-        now = int(time.time())
-        claims = {
-            "iss": stack.issuer,
-            "aud": CLIENT_ID,
-            "iat": now,
-            "exp": now + 60,
-            "jti": uuid.uuid4().hex,
-            "sid": sid,
-            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
-        }
-        token = jwt.encode({"alg": "RS256", "kid": "test-key-1"}, claims, stack.signing_key)
+        token = forge.logout_token(stack.signing_key, issuer=stack.issuer, sid=sid)
         assert first.post(f"{bff_url}/bff/backchannel-logout", data={"logout_token": token}).status_code == 200
         assert first.user().status_code == 401
         assert second.user().status_code == 200
