@@ -1,7 +1,7 @@
-"""The OpenID Connect relying party: discovery, URLs, code exchange, id-token checks, revocation.
+"""The OpenID Connect relying party: URLs, code exchange, id-token checks, refresh, revocation.
 
 Free of Flask globals so it can be unit-tested and reused by the CLI (the JWT checks themselves
-are in jwt_checks.py). The protocol work is
+are in jwt_checks.py, the IdP's documents in idp_documents.py). The protocol work is
 Authlib's (`OAuth2Session`) and joserfc's (JWS, JWT claims); this module only decides which
 checks apply, following the specs rather than one IdP's habits: issuers with a path or a
 trailing slash, any asymmetric algorithm the IdP advertises (or HMAC with the client secret),
@@ -16,68 +16,23 @@ import math
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
-from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from .errors import IdpUnavailable, OidcError, RefreshRefused
 from .idp_cache import BACKOFF_INITIAL, BACKOFF_MAX, CachedDocument
+from .idp_documents import ProviderMetadata, metadata_url, parse_jwks
 from .jwt_checks import UnknownKeyId, validate_id_token, validate_logout_token
 
 log = logging.getLogger(__name__)
 
 METADATA_TTL = 3600
 JWKS_REFETCH_INTERVAL = 5  # after a refetch for an unknown kid, the next one waits this long
-
-
-@dataclass(frozen=True)
-class ProviderMetadata:
-    issuer: str
-    authorization_endpoint: str
-    token_endpoint: str
-    jwks_uri: str
-    userinfo_endpoint: str | None = None
-    end_session_endpoint: str | None = None
-    revocation_endpoint: str | None = None
-    id_token_algorithms: tuple[str, ...] = ("RS256",)
-    token_auth_methods: tuple[str, ...] = ("client_secret_basic",)
-    iss_parameter_supported: bool = False
-
-    @classmethod
-    def from_document(cls, document: dict[str, Any], expected_issuer: str) -> ProviderMetadata:
-        """Check a discovery document (OpenID Connect Discovery 1.0 §4.3: the issuer must match)."""
-        if document.get("issuer") != expected_issuer:
-            raise OidcError(
-                "invalid_metadata",
-                f"the IdP's metadata names issuer {document.get('issuer')!r}, expected {expected_issuer!r}",
-                status=502,
-            )
-        missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not document.get(k)]
-        if missing:
-            raise OidcError("invalid_metadata", f"the IdP's metadata lacks {', '.join(missing)}", status=502)
-        return cls(
-            issuer=document["issuer"],
-            authorization_endpoint=document["authorization_endpoint"],
-            token_endpoint=document["token_endpoint"],
-            jwks_uri=document["jwks_uri"],
-            userinfo_endpoint=document.get("userinfo_endpoint"),
-            end_session_endpoint=document.get("end_session_endpoint"),
-            revocation_endpoint=document.get("revocation_endpoint"),
-            id_token_algorithms=tuple(document.get("id_token_signing_alg_values_supported") or ("RS256",)),
-            token_auth_methods=tuple(document.get("token_endpoint_auth_methods_supported") or ("client_secret_basic",)),
-            iss_parameter_supported=document.get("authorization_response_iss_parameter_supported") is True,
-        )
-
-
-def metadata_url(issuer: str) -> str:
-    """Discovery URL; issuers may carry a path (`/realms/x`) or a trailing slash (Auth0)."""
-    return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 def add_query(url: str, params: dict[str, str]) -> str:
@@ -121,17 +76,6 @@ def client_secret_basic(client: Any, method: str, uri: str, headers: dict, body:
     return uri, headers, body
 
 
-def parse_keys(jwks: dict[str, Any]) -> KeySet:
-    """Import each key on its own, skipping kinds we cannot use, so one odd key breaks nothing."""
-    imported = []
-    for data in jwks.get("keys", []):
-        try:
-            imported.append(KeySet.import_key_set({"keys": [data]}).keys[0])
-        except (JoseError, ValueError, TypeError, KeyError):
-            log.warning("skipping an unusable JWKS key (kty=%s)", data.get("kty"))
-    return KeySet(imported)
-
-
 class Provider:
     """One IdP, as seen by this client. Metadata and keys are fetched lazily and cached; during an
     IdP outage the last good copies are served and failed fetches back off (idp_cache.py)."""
@@ -144,8 +88,8 @@ class Provider:
         client_secret: str,
         scopes: str,
         redirect_uri: str,
-        timeout: float = 5.0,
-        revocation_timeout: float = 2.0,
+        timeout: float,
+        revocation_timeout: float,
         metadata_ttl: float = METADATA_TTL,
         jwks_refetch_interval: float = JWKS_REFETCH_INTERVAL,
         backoff_initial: float = BACKOFF_INITIAL,
@@ -190,7 +134,7 @@ class Provider:
         return ProviderMetadata.from_document(self._get_json(metadata_url(self.issuer), "metadata"), self.issuer)
 
     def _fetch_keys(self) -> KeySet:
-        return parse_keys(self._get_json(self.metadata.jwks_uri, "JWKS"))
+        return parse_jwks(self._get_json(self.metadata.jwks_uri, "JWKS"))
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:

@@ -20,7 +20,15 @@ from dev.stack import DEV_TOKEN_ENCRYPTION_KEY
 
 class ScriptedProvider(Provider):
     def __init__(self, *answers):
-        super().__init__(issuer="https://idp", client_id="spa", client_secret="s", scopes="openid", redirect_uri="x")
+        super().__init__(
+            issuer="https://idp",
+            client_id="spa",
+            client_secret="s",
+            scopes="openid",
+            redirect_uri="x",
+            timeout=5,
+            revocation_timeout=2,
+        )
         self.answers = list(answers)
         self.refreshed_with: list[str] = []
         self.revoked: list[str] = []

@@ -109,6 +109,7 @@ def provider_for(idp: FakeIdp, **tuning) -> Provider:
         scopes="openid",
         redirect_uri="http://app/callback",
         timeout=TIMEOUT,
+        revocation_timeout=TIMEOUT,
         **tuning,
     )
 

@@ -6,13 +6,12 @@ from authlib.oidc.core.util import create_half_hash
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 
+from app.idp_documents import ProviderMetadata, metadata_url
 from app.oidc import (
     OidcError,
     Provider,
-    ProviderMetadata,
     UnknownKeyId,
     build_logout_url,
-    metadata_url,
     select_token_auth_method,
     validate_id_token,
 )
@@ -185,7 +184,15 @@ class CountingProvider(Provider):
     """A Provider whose JWKS fetches are counted instead of sent."""
 
     def __init__(self):
-        super().__init__(issuer=ISSUER, client_id=CLIENT, client_secret=SECRET, scopes="openid", redirect_uri="x")
+        super().__init__(
+            issuer=ISSUER,
+            client_id=CLIENT,
+            client_secret=SECRET,
+            scopes="openid",
+            redirect_uri="x",
+            timeout=5,
+            revocation_timeout=2,
+        )
         self.fetches = 0
 
     @property

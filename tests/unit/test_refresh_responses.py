@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from app.errors import IdpUnavailable, RefreshRefused
-from app.oidc import Provider, ProviderMetadata
+from app.idp_documents import ProviderMetadata
+from app.oidc import Provider
 
 ANSWER: dict = {}
 
@@ -46,7 +47,13 @@ def provider():
             return ProviderMetadata(issuer="https://idp", authorization_endpoint="a", token_endpoint=url, jwks_uri="j")
 
     yield LocalProvider(
-        issuer="https://idp", client_id="spa", client_secret="s e/cret", scopes="openid", redirect_uri="x"
+        issuer="https://idp",
+        client_id="spa",
+        client_secret="s e/cret",
+        scopes="openid",
+        redirect_uri="x",
+        timeout=5,
+        revocation_timeout=2,
     )
     server.shutdown()
 

@@ -1,0 +1,72 @@
+"""What the IdP publishes: its discovery metadata and its signing keys, parsed and checked.
+
+Pure: fetching and caching them is `Provider`'s (oidc.py) and `CachedDocument`'s (idp_cache.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from .errors import OidcError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProviderMetadata:
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    userinfo_endpoint: str | None = None
+    end_session_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    id_token_algorithms: tuple[str, ...] = ("RS256",)
+    token_auth_methods: tuple[str, ...] = ("client_secret_basic",)
+    iss_parameter_supported: bool = False
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any], expected_issuer: str) -> ProviderMetadata:
+        """Check a discovery document (OpenID Connect Discovery 1.0 §4.3: the issuer must match)."""
+        if document.get("issuer") != expected_issuer:
+            raise OidcError(
+                "invalid_metadata",
+                f"the IdP's metadata names issuer {document.get('issuer')!r}, expected {expected_issuer!r}",
+                status=502,
+            )
+        missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not document.get(k)]
+        if missing:
+            raise OidcError("invalid_metadata", f"the IdP's metadata lacks {', '.join(missing)}", status=502)
+        return cls(
+            issuer=document["issuer"],
+            authorization_endpoint=document["authorization_endpoint"],
+            token_endpoint=document["token_endpoint"],
+            jwks_uri=document["jwks_uri"],
+            userinfo_endpoint=document.get("userinfo_endpoint"),
+            end_session_endpoint=document.get("end_session_endpoint"),
+            revocation_endpoint=document.get("revocation_endpoint"),
+            id_token_algorithms=tuple(document.get("id_token_signing_alg_values_supported") or ("RS256",)),
+            token_auth_methods=tuple(document.get("token_endpoint_auth_methods_supported") or ("client_secret_basic",)),
+            iss_parameter_supported=document.get("authorization_response_iss_parameter_supported") is True,
+        )
+
+
+def metadata_url(issuer: str) -> str:
+    """Discovery URL; issuers may carry a path (`/realms/x`) or a trailing slash (Auth0)."""
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def parse_jwks(jwks: dict[str, Any]) -> KeySet:
+    """Import each key on its own, skipping kinds we cannot use, so one odd key breaks nothing."""
+    imported = []
+    for data in jwks.get("keys", []):
+        try:
+            imported.append(KeySet.import_key_set({"keys": [data]}).keys[0])
+        except (JoseError, ValueError, TypeError, KeyError):
+            log.warning("skipping an unusable JWKS key (kty=%s)", data.get("kty"))
+    return KeySet(imported)
