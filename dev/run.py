@@ -1,7 +1,12 @@
 """`make run`: the whole demo on this machine — Redis, the dev IdP, the sample API, the BFF.
 
 Uses BFF_REDIS_URL when set; otherwise starts a redis-server of its own under .run/ (never the
-system one). Ports: BFF_PORT (8000) and IDP_PORT (9000). Ctrl-C stops all three.
+system one). Ports: BFF_PORT (8000) and IDP_PORT (9000). Ctrl-C stops them all.
+
+Each service runs in a session of its own, so a terminal's Ctrl-C reaches only this launcher, which
+then stops each one in turn: one SIGTERM, then, if it is not gone within 10 s, SIGKILL to its whole
+process group (dev/stack.py, `Service.stop`). gunicorn's workers never get the terminal's SIGINT and
+their master's SIGQUIT in a row, a race that used to leave them deadlocked, holding the port.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import socket
 import sys
 import time
 
-from dev.stack import ROOT, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
+from dev.stack import ROOT, Service, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
 
 
 def port_is_free(port: int) -> bool:
@@ -34,6 +39,7 @@ def main() -> int:
     issuer = f"http://127.0.0.1:{idp_port}/realms/dev"
 
     def stop(*_):
+        stopping()
         raise KeyboardInterrupt
 
     # Explicit handlers: a shell that starts us in the background would otherwise ignore SIGINT.
@@ -68,9 +74,19 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for service in reversed(services):
-            service.stop()
+        stopping()
+        Service.stop_all()  # also one whose start was under way, newest first
         print("make run: stopped.")
+
+
+def stopping() -> None:
+    """From here on, a second Ctrl-C (or SIGTERM) does not cut the stopping short; it only says so."""
+
+    def still_stopping(*_):
+        os.write(2, b"make run: stopping each service (at most 10 s each, then it is killed)\n")
+
+    signal.signal(signal.SIGINT, still_stopping)
+    signal.signal(signal.SIGTERM, still_stopping)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ start the stack the same way.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import secrets
@@ -47,17 +48,23 @@ def free_cluster_port() -> int:
 
 
 class Service:
-    """A child process with its output in a log file, stopped on `stop()` (or by `stop_all()`)."""
+    """A child process with its output in a log file, in a session and process group of its own (so a
+    terminal's Ctrl-C reaches only whoever started it), stopped with everything it started on
+    `stop()` (or by `stop_all()`)."""
 
     running: ClassVar[set[Service]] = set()
+    _started = itertools.count()
 
     def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd=ROOT):
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
-            args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT
-        )
+            args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.pgid = self.process.pid  # a new session's leader: its group's id is its pid
+        self._order = next(Service._started)
         Service.running.add(self)
 
     def wait_until(self, ready, timeout: float = 20.0) -> None:
@@ -79,22 +86,59 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """One `sig` to the process (gunicorn's master then stops its workers gracefully); once it has
+        exited, or after `timeout` seconds, SIGKILL to whatever is left of its group (workers of a
+        master that could not stop them keep its group id); returns when none of them is left."""
         Service.running.discard(self)
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process.returncode is None:
+            # Not reaped yet, so no other process can have been given its pid as an id: the group is ours.
+            if not self._exited():
+                os.kill(self.process.pid, sig)
+                deadline = time.monotonic() + timeout
+                while not self._exited() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            self._kill_group()
+            self.process.wait()
+        elif not Path(f"/proc/{self.pgid}").exists():
+            # Reaped elsewhere (poll, wait): the group is still ours unless its id was given out again.
+            self._kill_group()
         self._log.close()
+
+    def _exited(self) -> bool:
+        """Whether the process has exited, without reaping it (waitid's WNOWAIT)."""
+        try:
+            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
+    def _kill_group(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while group_members(self.pgid) and time.monotonic() < deadline:
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
 
     @classmethod
     def stop_all(cls) -> None:
         """Whatever is still running (a fixture that failed half-way), newest first."""
-        for service in sorted(cls.running, key=lambda s: s.process.pid, reverse=True):
+        for service in sorted(cls.running, key=lambda s: s._order, reverse=True):
             service.stop()
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes (zombies hold nothing) in process group `pgid`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:
+            continue  # gone meanwhile
+        if int(group) == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _redis_server() -> str:
