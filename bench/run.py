@@ -29,6 +29,7 @@ from app.keyspace import SessionRef, record_key, sid_index_key, user_index_key
 from app.sessions import SessionStore
 from bench.keys import NAIVE_KEY
 from dev import forge
+from dev.agent import Agent
 from dev.stack import (
     DEV_TOKEN_ENCRYPTION_KEY,
     ROOT,
@@ -40,9 +41,6 @@ from dev.stack import (
     start_idp,
     start_redis,
 )
-
-sys.path.insert(0, str(ROOT / "tests"))
-from support.agent import Agent
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))

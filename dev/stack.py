@@ -7,6 +7,7 @@ start the stack the same way.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import secrets
@@ -223,6 +224,28 @@ def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], **extr
     return service
 
 
+class IssuedTokens:
+    """What the dev IdP records in IDP_ISSUED_TOKENS_FILE: one JSON line per token response."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def responses(self) -> list[dict]:
+        return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
+
+    def all(self) -> set[str]:
+        """Every access, refresh and id token issued so far."""
+        kinds = ("access_token", "refresh_token", "id_token")
+        return {response[k] for response in self.responses() for k in kinds if response.get(k)}
+
+    def latest(self) -> dict:
+        return self.responses()[-1]
+
+    def spent_refresh_tokens(self) -> list[str]:
+        """The refresh token each successful refresh presented, in order."""
+        return [r["presented_refresh_token"] for r in self.responses() if r["grant_type"] == "refresh_token"]
+
+
 def start_echo(port: int, issuer: str, workdir: Path) -> Service:
     """The sample API, checking access tokens from the IdP at `issuer`."""
     args = [str(VENV_BIN / "gunicorn"), "-c", "/dev/null", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
@@ -246,17 +269,11 @@ def bff_env(public_url: str, issuer: str, redis_url: str, **overrides: str) -> d
     }
 
 
-def start_bff(port: int, env: dict[str, str], log_path: Path, workers: int = 2) -> Service:
-    args = [
-        str(VENV_BIN / "gunicorn"),
-        "-c",
-        "gunicorn.conf.py",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "wsgi:app",
-    ]
-    service = Service("bff", args, log_path, env)
-    service.wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok)
+def start_bff(
+    port: int, env: dict[str, str], log_path: Path, workers: int = 2, app: str = "wsgi:app", ready: str = "/healthz"
+) -> Service:
+    """The BFF (or another WSGI `app`, e.g. a benchmark baseline) under the BFF's own gunicorn.conf.py."""
+    args = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    service = Service("bff", [*args, "--workers", str(workers), app], log_path, env)
+    service.wait_until(lambda: requests.get(f"http://127.0.0.1:{port}{ready}", timeout=1).ok)
     return service

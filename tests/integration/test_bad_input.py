@@ -8,10 +8,10 @@ from dataclasses import replace
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
-from support.agent import set_cookies
 
 from app.crypto import CookieSealer
 from app.login import LOGIN_TTL, attempt_cookie_name, open_attempt, seal_attempt
+from dev.agent import set_cookies
 from dev.stack import DEV_SECRET_KEY
 
 

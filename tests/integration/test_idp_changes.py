@@ -7,8 +7,8 @@ import signal
 
 import pytest
 from joserfc.jwk import RSAKey
-from support.agent import Agent
 
+from dev.agent import Agent
 from dev.stack import bff_env, free_port, start_bff, start_idp
 
 

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from support.agent import set_cookies
+
+from dev.agent import set_cookies
 
 MAX_ATTEMPTS = 3
 

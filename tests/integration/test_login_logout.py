@@ -6,11 +6,11 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-from support.agent import set_cookies
-from support.forms import is_login_form
 
 from app.crypto import TokenCipher, generate_key, parse_encryption_keys
 from app.keyspace import SessionRef, record_key
+from dev.agent import set_cookies
+from dev.forms import is_login_form
 
 
 def test_sign_in_see_the_user_sign_out_of_app_and_idp_then_the_idp_asks_for_credentials_again(stack, agent):

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import requests
-from support.agent import Agent
 
+from dev.agent import Agent
 from dev.stack import ROOT, free_port
 
 LAUNCHER = [str(ROOT / ".venv" / "bin" / "python"), "-m", "dev.run"]  # as `make run` starts it

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import requests
 
-from dev.stack import bff_env, free_port, start_bff
-
 
 def head_healthz_count(bff_url: str) -> float:
     """`bff_request_duration_seconds_count` for HEAD /healthz 200, as /metrics adds it up."""
@@ -25,16 +23,14 @@ def histogram_files(metrics_dir: Path) -> dict[str, bytes]:
 
 
 def test_metrics_count_requests_of_both_workers_under_make_run_and_their_folder_goes_at_exit(
-    stack, tmp_path, monkeypatch
+    stack, tmp_path, monkeypatch, make_bff
 ):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     temp = tmp_path / "tmp"  # the server's temporary folder, so other runs' folders do not count
     temp.mkdir()
-    port = free_port()
-    bff_url = f"http://localhost:{port}"
     # What dev/run.py gives the BFF (there the upstream is its own sample API)
-    env = bff_env(bff_url, stack.issuer, stack.redis_url, BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}))
-    service = start_bff(port, {**env, "TMPDIR": str(temp)}, tmp_path / "bff.log")
+    bff = make_bff(workers=2, BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}), TMPDIR=str(temp))
+    bff_url, service = bff.url, bff.service
     try:
         (metrics_dir,) = temp.glob("bff-metrics-*")
         # HEAD, so start_bff's readiness probes (GET /healthz) are not counted with these; each on

@@ -14,7 +14,7 @@ import redis
 import requests
 
 from dev.echo_api import release_path
-from dev.stack import bff_env, free_port, start_bff, start_echo, start_redis
+from dev.stack import free_port, start_redis
 
 
 def test_ready_when_redis_and_the_idp_answer(stack):
@@ -22,17 +22,12 @@ def test_ready_when_redis_and_the_idp_answer(stack):
     assert response.status_code == 200 and response.json() == {"status": "ready"}
 
 
-def test_not_ready_naming_the_idp_when_its_metadata_cannot_be_loaded(stack, workdir):
-    port = free_port()
-    env = bff_env(f"http://localhost:{port}", f"http://127.0.0.1:{free_port()}/realms/gone", stack.redis_url)
-    bff = start_bff(port, env, workdir / "bff-no-idp.log", workers=1)
-    try:
-        response = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=20)
-        assert response.status_code == 503
-        assert response.json()["error"] == "not_ready" and "IdP" in response.json()["error_description"]
-        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-    finally:
-        bff.stop()
+def test_not_ready_naming_the_idp_when_its_metadata_cannot_be_loaded(make_bff):
+    bff = make_bff(issuer=f"http://127.0.0.1:{free_port()}/realms/gone")
+    response = requests.get(f"{bff.direct}/readyz", timeout=20)
+    assert response.status_code == 503
+    assert response.json()["error"] == "not_ready" and "IdP" in response.json()["error_description"]
+    assert requests.get(f"{bff.direct}/healthz", timeout=5).status_code == 200
 
 
 def test_every_request_gets_a_request_id_and_one_json_access_line(stack, signed_in):
@@ -49,25 +44,17 @@ def test_every_request_gets_a_request_id_and_one_json_access_line(stack, signed_
 
 
 @pytest.fixture
-def metrics_stack(stack, workdir):
+def metrics_stack(stack, workdir, make_bff):
     """A BFF of its own (2 workers, fresh metrics folder) so its counters start at zero."""
-    port, echo_port = free_port(), free_port()
-    echo = start_echo(echo_port, stack.issuer, workdir)
-    env = bff_env(
-        f"http://localhost:{port}",
-        stack.issuer,
-        stack.redis_url,
-        BFF_API_UPSTREAMS=json.dumps({"echo": f"http://127.0.0.1:{echo_port}"}),
-        PROMETHEUS_MULTIPROC_DIR=str(workdir / f"metrics-{port}"),
+    metrics_dir = workdir / f"metrics-{free_port()}"
+    bff = make_bff(
+        workers=2,
+        BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         BFF_WORKER_CLASS="sync",  # accepts only when idle: two concurrent calls need both workers
         BFF_THREADS="1",
     )
-    bff = start_bff(port, env, workdir / "bff-metrics.log", workers=2)
-    try:
-        yield f"http://127.0.0.1:{port}", workdir / f"metrics-{port}"
-    finally:
-        bff.stop()
-        echo.stop()
+    return bff.direct, metrics_dir
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -131,19 +118,16 @@ def test_metrics_add_up_across_two_workers(stack, make_agent, metrics_stack):
 
 
 @pytest.fixture
-def outage_stack(stack, workdir):
+def outage_stack(workdir, make_bff):
     """Redis of its own (saved on shutdown, so sessions survive a restart) and a BFF using it."""
-    redis_port, bff_port = free_port(), free_port()
+    redis_port = free_port()
     redis_dir = workdir / f"redis-{redis_port}"
     redis_dir.mkdir()
-    server = start_redis(redis_port, redis_dir)
-    env = bff_env(f"http://localhost:{bff_port}", stack.issuer, f"redis://127.0.0.1:{redis_port}/0")
-    bff = start_bff(bff_port, env, workdir / "bff-outage-redis.log", workers=2)
-    state = {"redis": server}
+    state = {"redis": start_redis(redis_port, redis_dir)}
     try:
-        yield state, redis_port, redis_dir, f"http://127.0.0.1:{bff_port}"
+        bff = make_bff(workers=2, redis_url=f"redis://127.0.0.1:{redis_port}/0")
+        yield state, redis_port, redis_dir, bff.direct
     finally:
-        bff.stop()
         state["redis"].stop()
 
 
@@ -198,30 +182,20 @@ def test_a_frozen_redis_is_bounded_by_the_timeout(stack, outage_stack):
         state["redis"].process.send_signal(signal.SIGCONT)
 
 
-def test_sigterm_lets_requests_in_flight_finish(stack, make_agent, workdir):
+def test_sigterm_lets_requests_in_flight_finish(stack, make_agent, make_bff):
     """Graceful shutdown: a deploy's SIGTERM does not cut off an API call under way."""
-    port = free_port()
-    env = bff_env(
-        f"http://localhost:{port}",
-        stack.issuer,
-        stack.redis_url,
-        BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}),
-    )
-    bff = start_bff(port, env, workdir / "bff-graceful.log", workers=1)
+    bff = make_bff(BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}))
     name = secrets.token_hex(8)
     release = Path(release_path(name))
     try:
         a = make_agent()
         a.login("draining")
         headers = {"X-CSRF": "1", "Cookie": f"bff={a.session_cookie}"}
-        with requests.get(
-            f"http://127.0.0.1:{port}/api/echo/drip/{name}", headers=headers, stream=True, timeout=20
-        ) as r:
+        with requests.get(f"{bff.direct}/api/echo/drip/{name}", headers=headers, stream=True, timeout=20) as r:
             assert r.raw.read(len(b"first chunk;")) == b"first chunk;"  # the call is under way
-            bff.process.send_signal(signal.SIGTERM)
+            bff.service.process.send_signal(signal.SIGTERM)
             release.touch()
             assert r.raw.read() == b"second chunk"
-        assert bff.process.wait(20) == 0
+        assert bff.service.process.wait(20) == 0
     finally:
         release.unlink(missing_ok=True)
-        bff.stop()

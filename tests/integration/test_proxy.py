@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.agent import set_cookies
 
+from dev.agent import set_cookies
 from dev.echo_api import release_path
 
 

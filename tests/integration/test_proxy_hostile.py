@@ -11,8 +11,9 @@ import socket
 from urllib.parse import urlsplit
 
 import pytest
-from support.agent import Agent
 from support.stack_fixtures import API_MAX_BODY
+
+from dev.agent import Agent
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,11 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from support.agent import Agent
 
-from dev.stack import BASIC_AUTH, bff_env, free_port, start_bff, start_echo, start_idp
+from dev.agent import Agent
+from dev.stack import BASIC_AUTH, IssuedTokens, bff_env, free_port, start_bff, start_echo, start_idp
 
 ACCESS_TOKEN_TTL = 2
 
@@ -27,15 +26,7 @@ ACCESS_TOKEN_TTL = 2
 class RefreshStack:
     bff_url: str
     issuer: str
-    tokens_file: Path
-
-    def spent_refresh_tokens(self) -> list[str]:
-        """The refresh token each successful refresh presented, in order."""
-        lines = [json.loads(line) for line in self.tokens_file.read_text().splitlines()]
-        return [line["presented_refresh_token"] for line in lines if line["grant_type"] == "refresh_token"]
-
-    def latest(self) -> dict:
-        return json.loads(self.tokens_file.read_text().splitlines()[-1])
+    issued: IssuedTokens
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +56,7 @@ def refresh_stack(stack, workdir):
             BFF_REFRESH_SKEW="1",
         )
         services.append(start_bff(bff_port, env, workdir / "bff-refresh.log", workers=4))
-        yield RefreshStack(bff_url, issuer, tokens_file)
+        yield RefreshStack(bff_url, issuer, IssuedTokens(tokens_file))
     finally:
         for service in reversed(services):
             service.stop()
@@ -98,28 +89,28 @@ def test_fifty_concurrent_calls_right_after_expiry_all_succeed_and_no_refresh_to
     with Agent(refresh_stack.bff_url, record=False) as agent:
         agent.adapters["http://"].init_poolmanager(connections=64, maxsize=64)
         agent.login("racer")
-        wait_until_expired(refresh_stack.latest()["access_token"])
+        wait_until_expired(refresh_stack.issued.latest()["access_token"])
         statuses = call_api_concurrently(agent, 50)
         assert statuses == [200] * 50
-        assert_each_refresh_token_spent_once(refresh_stack.spent_refresh_tokens(), expiries=1)
+        assert_each_refresh_token_spent_once(refresh_stack.issued.spent_refresh_tokens(), expiries=1)
 
 
 def test_three_rounds_of_expiry_with_twenty_callers_each_never_see_a_401_nor_a_reused_refresh_token(refresh_stack):
     with Agent(refresh_stack.bff_url, record=False) as agent:
         agent.adapters["http://"].init_poolmanager(connections=32, maxsize=32)
         agent.login("rounds")
-        spent_before = len(refresh_stack.spent_refresh_tokens())
+        spent_before = len(refresh_stack.issued.spent_refresh_tokens())
         for _ in range(3):
-            wait_until_expired(refresh_stack.latest()["access_token"])
+            wait_until_expired(refresh_stack.issued.latest()["access_token"])
             assert call_api_concurrently(agent, 20) == [200] * 20
-        assert_each_refresh_token_spent_once(refresh_stack.spent_refresh_tokens()[spent_before:], expiries=3)
+        assert_each_refresh_token_spent_once(refresh_stack.issued.spent_refresh_tokens()[spent_before:], expiries=3)
         assert agent.user().status_code == 200
 
 
 def test_a_refresh_the_idp_refuses_ends_the_session_with_session_expired(stack, refresh_stack):
     with Agent(refresh_stack.bff_url, record=False) as agent:
         agent.login("refused")
-        tokens = refresh_stack.latest()
+        tokens = refresh_stack.issued.latest()
         # The grant dies at the IdP behind the BFF's back (an admin revoked it).
         revoked = agent.post(
             f"{refresh_stack.issuer}/token/revocation",

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import requests
-from support.agent import Agent
 from test_https_cookies import PUBLIC_URL, https_app, https_client  # noqa: F401 - fixtures
+
+from dev.agent import Agent
 
 HTML = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from support.agent import RECORDED
 
+from dev.agent import RECORDED
 from dev.stack import BASIC_AUTH, CLIENT_SECRET
 
 

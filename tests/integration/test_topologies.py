@@ -11,13 +11,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
-from support.agent import Agent
-from support.forms import is_login_form
 from support.stack_fixtures import TOPOLOGIES
 
 from app.keyspace import SessionRef, record_key
 from app.redis_client import make_redis, parse_redis_url
 from dev import forge
+from dev.agent import Agent
+from dev.forms import is_login_form
 from dev.stack import bff_env, free_port, start_bff, start_redis_sentinel
 
 

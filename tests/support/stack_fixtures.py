@@ -17,8 +17,10 @@ import requests
 from joserfc.jwk import RSAKey
 
 from app.keyspace import SessionRef, record_key
+from dev.agent import Agent
 from dev.stack import (
     BASIC_AUTH,
+    IssuedTokens,
     Service,
     bff_env,
     free_cluster_port,
@@ -30,7 +32,6 @@ from dev.stack import (
     start_redis_cluster,
     start_redis_sentinel,
 )
-from support.agent import Agent
 from support.capture import CaptureUpstream
 
 API_MAX_BODY = 1024 * 1024
@@ -53,12 +54,7 @@ class Stack:
 
     def issued_tokens(self) -> set[str]:
         """Every access, refresh and id token the IdP has issued so far in this run."""
-        tokens = set()
-        if self.tokens_file.exists():
-            for line in self.tokens_file.read_text().splitlines():
-                issued = json.loads(line)
-                tokens.update(issued[k] for k in ("access_token", "refresh_token", "id_token") if issued.get(k))
-        return tokens
+        return IssuedTokens(self.tokens_file).all()
 
     def idp_token_request(self, **form: str) -> requests.Response:
         """Call the IdP's token endpoint as the BFF's client would, e.g. to try a refresh token."""
@@ -66,7 +62,7 @@ class Stack:
 
     def latest_tokens(self) -> dict[str, str]:
         """The most recent token response the IdP sent (to whichever BFF asked)."""
-        return json.loads(self.tokens_file.read_text().splitlines()[-1])
+        return IssuedTokens(self.tokens_file).latest()
 
     def session_keys(self) -> list[bytes]:
         return sorted(self.redis.scan_iter(match="bff:{*}:s:*"))  # a SCAN is fine in tests, never in the app
@@ -209,6 +205,34 @@ def redis_topologies(stack, workdir):
     topologies = RedisTopologies(stack.redis_url, workdir)
     yield topologies
     topologies.stop()
+
+
+@dataclass
+class OwnBff:
+    url: str  # as browsers and the IdP know it: http://localhost:<port>
+    direct: str  # http://127.0.0.1:<port>
+    port: int
+    service: Service
+
+
+@pytest.fixture
+def make_bff(stack, workdir):
+    """A BFF of a test's own (its own settings, counters or lifecycle), from `bff_env` plus
+    `overrides` (BFF_* variables), against the stack's IdP and Redis unless told otherwise;
+    stopped after the test."""
+    started: list[Service] = []
+
+    def make(*, issuer: str | None = None, redis_url: str | None = None, workers: int = 1, **overrides: str) -> OwnBff:
+        port = free_port()
+        url = f"http://localhost:{port}"
+        env = bff_env(url, issuer or stack.issuer, redis_url or stack.redis_url, **overrides)
+        service = start_bff(port, env, workdir / f"bff-own-{port}.log", workers=workers)
+        started.append(service)
+        return OwnBff(url, f"http://127.0.0.1:{port}", port, service)
+
+    yield make
+    for service in reversed(started):
+        service.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from html.parser import HTMLParser
 @dataclass
 class Form:
     action: str
-    method: str
     form_id: str | None
     fields: dict[str, str] = field(default_factory=dict)
     field_names: list[str] = field(default_factory=list)
@@ -26,7 +25,7 @@ class _PageParser(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
         if tag == "form":
-            self._form = Form(a.get("action", ""), a.get("method", "get").lower(), a.get("id"))
+            self._form = Form(a.get("action", ""), a.get("id"))
             self.forms.append(self._form)
         elif tag == "input" and self._form is not None and a.get("name"):
             self._form.field_names.append(a["name"])
