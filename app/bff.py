@@ -14,18 +14,9 @@ from .keyspace import new_session_id
 from .login import LOGIN_TTL, attempt_cookie_name, begin_login, complete_login, parse_prompt, public_claims
 from .security import csrf_protected, normalize_return_url
 from .session_interface import current_session
-from .sessions import SessionFilter, now
+from .sessions import now
 
 bp = Blueprint("bff", __name__, url_prefix="/bff")
-
-
-def _end_this_session() -> None:
-    """End the browser's current session (if any) through the one revocation path."""
-    session = current_session()
-    if session.signed_in and session.ref is not None:
-        signout.end_sessions(extensions.store(), extensions.provider(), SessionFilter(session=session.ref))
-        session.ended = True
-    session.clear()
 
 
 def _now_ms() -> int:
@@ -84,8 +75,8 @@ def callback() -> HttpResponse:
             now_ms=_now_ms(),
         )
     # Never reuse the pre-login id: a previous session in this browser ends, a new id is drawn.
-    _end_this_session()
     session = current_session()
+    signout.end_browser_session(extensions.store(), extensions.provider(), session)
     session.sid = new_session_id(signed_in.claims["sub"])
     session.permanent = True
     session.update(
@@ -121,18 +112,16 @@ def user() -> Response:
 def logout() -> Response:
     """End this session here and at the IdP; the SPA then navigates to `logout_url`."""
     settings, session = extensions.settings(), current_session()
-    logout_url = signout.logout_url(
-        extensions.store(),
-        extensions.provider(),
-        session.ref,
-        dict(session),
-        mode=settings.logout_mode,
-        post_logout_redirect_uri=settings.post_logout_redirect_uri,
-    )
     if session.signed_in:
         metrics.LOGOUTS.inc()
-    if session.signed_in or settings.cookie_name in request.cookies:
-        _end_this_session()  # a stale cookie goes too
+    logout_url = signout.log_out(
+        extensions.store(),
+        extensions.provider(),
+        session,
+        mode=settings.logout_mode,
+        post_logout_redirect_uri=settings.post_logout_redirect_uri,
+        has_cookie=settings.cookie_name in request.cookies,
+    )
     return jsonify(logout_url=logout_url)
 
 

@@ -18,6 +18,7 @@ from .errors import BffError
 from .jwt_checks import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE
 from .keyspace import SessionRef
 from .oidc import Provider
+from .session_interface import BffSession
 from .sessions import EndedSession, SessionFilter, SessionStore, now
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,34 @@ def end_sessions(store: SessionStore, provider: Provider, flt: SessionFilter) ->
     for session in ended:
         log.info("session %s ended", session.handle)
     return ended
+
+
+def end_browser_session(store: SessionStore, provider: Provider, session: BffSession) -> None:
+    """End the browser's current session, if it has one, and empty it (its cookie then goes)."""
+    if session.signed_in and session.ref is not None:
+        end_sessions(store, provider, SessionFilter(session=session.ref))
+        session.ended = True  # so saving the emptied session deletes nothing a second time
+    session.clear()
+
+
+def log_out(
+    store: SessionStore,
+    provider: Provider,
+    session: BffSession,
+    *,
+    mode: str,
+    post_logout_redirect_uri: str,
+    has_cookie: bool,
+) -> str:
+    """The SPA's logout: the IdP's logout URL, computed while the session's id token is still at
+    hand, then this browser's session ended (and a stale cookie deleted; a browser that sent none
+    gets no Set-Cookie). Returns the URL the browser goes to next."""
+    url = logout_url(
+        store, provider, session.ref, dict(session), mode=mode, post_logout_redirect_uri=post_logout_redirect_uri
+    )
+    if session.signed_in or has_cookie:
+        end_browser_session(store, provider, session)
+    return url
 
 
 def logout_url(
