@@ -9,7 +9,7 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import bff, cli, extensions, logs, ops, proxy, security, session_interface, spa
+from . import bff, cli, extensions, logs, ops, proxy, security, session_interface, signout_views, spa
 from .config import Settings, load_settings
 from .crypto import CookieSealer, TokenCipher
 from .extensions import Services
@@ -36,7 +36,7 @@ def build_services(settings: Settings) -> Services:
         ),
         redis=client,
         store=SessionStore(client, TokenCipher(list(settings.token_encryption_keys)), settings.session_idle_timeout),
-        login_sealer=CookieSealer(settings.secret_key, "bff login attempt v1"),
+        cookie_sealer=CookieSealer(settings.secret_key, "bff sealed cookies v1"),
     )
 
 
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.init_app(app)
     ops.init_app(app)
     app.register_blueprint(bff.bp)
+    app.register_blueprint(signout_views.bp)
     app.register_blueprint(proxy.bp)
     if settings.serve_spa:
         app.register_blueprint(spa.bp)

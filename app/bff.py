@@ -1,5 +1,5 @@
-"""The /bff endpoints the SPA calls: login, callback, user, logout, and the IdP's back-channel
-logout. Views only translate HTTP: each makes one call into login.py or signout.py."""
+"""The /bff endpoints of signing in: login, callback, user (sign-out's are in signout_views.py).
+Views only translate HTTP: each makes one call into login.py or signout.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from werkzeug.wrappers import Response as HttpResponse
 from . import extensions, metrics, signout
 from .errors import BffError
 from .keyspace import new_session_id
-from .login import LOGIN_TTL, attempt_cookie_name, begin_login, complete_login, parse_prompt, public_claims
+from .login import (
+    LOGIN_TTL,
+    LoginStart,
+    ProbeResult,
+    attempt_cookie_name,
+    begin_login,
+    complete_login,
+    note_missing_refresh_token,
+    parse_prompt,
+    public_claims,
+)
 from .security import csrf_protected, normalize_return_url
 from .session_interface import current_session
 from .sessions import now
@@ -37,18 +47,14 @@ def login() -> HttpResponse:
         raise BffError(400, "invalid_return_url", "returnUrl must be a path on this site, such as /orders.")
     start = begin_login(
         extensions.provider(),
-        extensions.login_sealer(),
+        extensions.cookie_sealer(),
         return_url=return_url,
-        prompt=parse_prompt(request.args.get("prompt")),
+        prompt=parse_prompt(request.args.get("prompt")) or extensions.settings().oidc_prompt,
         cookie_prefix=extensions.settings().attempt_cookie_prefix,
         cookies=request.cookies,
         now_ms=_now_ms(),
     )
-    response = redirect(start.authorization_url, code=302)
-    for name in start.dropped_cookies:
-        _set_attempt_cookie(response, name, "", max_age=0)
-    _set_attempt_cookie(response, start.cookie_name, start.cookie_value, max_age=LOGIN_TTL)
-    return response
+    return start_attempt(redirect(start.authorization_url, code=302), start)
 
 
 @bp.get("/callback")
@@ -61,19 +67,24 @@ def callback() -> HttpResponse:
         @after_this_request
         def end_attempt(response: Response) -> Response:
             """Whatever the outcome, this attempt is over: its cookie goes."""
-            _set_attempt_cookie(response, attempt_cookie_name(settings.attempt_cookie_prefix, state), "", max_age=0)
+            set_bff_cookie(response, attempt_cookie_name(settings.attempt_cookie_prefix, state), "", max_age=0)
             return response
 
     with metrics.outcome(metrics.LOGINS):
-        signed_in = complete_login(
+        result = complete_login(
             extensions.provider(),
-            extensions.login_sealer(),
+            extensions.cookie_sealer(),
             params=request.args,
             cookies=request.cookies,
             cookie_prefix=settings.attempt_cookie_prefix,
             fetch_userinfo=settings.fetch_userinfo,
             now_ms=_now_ms(),
         )
+    if isinstance(result, ProbeResult):  # a logout's check, not a sign-in: nothing is stored
+        return finish_signout(result.outcome, result.return_url)
+    signed_in = result
+    if note_missing_refresh_token(settings.scopes, signed_in.tokens):
+        metrics.LOGINS_WITHOUT_REFRESH_TOKEN.inc()
     # Never reuse the pre-login id: a previous session in this browser ends, a new id is drawn.
     session = current_session()
     signout.end_browser_session(extensions.store(), extensions.provider(), session)
@@ -107,35 +118,22 @@ def user() -> Response:
     )
 
 
-@bp.post("/logout")
-@csrf_protected
-def logout() -> Response:
-    """End this session here and at the IdP; the SPA then navigates to `logout_url`."""
-    settings, session = extensions.settings(), current_session()
-    if session.signed_in:
-        metrics.LOGOUTS.inc()
-    logout_url = signout.log_out(
-        extensions.store(),
-        extensions.provider(),
-        session,
-        mode=settings.logout_mode,
-        post_logout_redirect_uri=settings.post_logout_redirect_uri,
-        has_cookie=settings.cookie_name in request.cookies,
-    )
-    return jsonify(logout_url=logout_url)
+def start_attempt(response: HttpResponse, start: LoginStart) -> HttpResponse:
+    """The attempt's cookie set, and older ones the browser should drop deleted."""
+    for name in start.dropped_cookies:
+        set_bff_cookie(response, name, "", max_age=0)
+    set_bff_cookie(response, start.cookie_name, start.cookie_value, max_age=LOGIN_TTL)
+    return response
 
 
-@bp.post("/backchannel-logout")
-def backchannel_logout() -> Response:
-    """OpenID Connect Back-Channel Logout: the IdP ends our sessions for a sid or a user."""
-    with metrics.outcome(metrics.BACKCHANNEL_LOGOUTS):
-        ended = signout.accept_logout_token(extensions.store(), extensions.provider(), request.form.get("logout_token"))
-    metrics.SESSIONS_ENDED_BY_IDP.inc(len(ended))
-    return Response(status=200)
-
-
-def _set_attempt_cookie(response: HttpResponse, name: str, value: str, max_age: int) -> None:
-    """Sign-in attempt cookies: HttpOnly, Lax, Secure over https, and only for /bff/ (the login
-    and callback endpoints), so that even a pile of them never weighs on the SPA's other requests."""
+def set_bff_cookie(response: HttpResponse, name: str, value: str, max_age: int) -> None:
+    """The BFF's short-lived cookies (sign-in attempts, logout state): HttpOnly, Lax, Secure over
+    https, and only for /bff/, so that they never weigh on the SPA's other requests."""
     https = extensions.settings().https
     response.set_cookie(name, value, max_age=max_age, path="/bff/", secure=https, httponly=True, samesite="Lax")
+
+
+def finish_signout(outcome: str, return_url: str) -> HttpResponse:
+    """The end of a logout: back to the app, told whether the IdP session is known to be gone."""
+    metrics.SIGNOUTS.labels(outcome).inc()
+    return redirect(signout.signed_out_url(return_url, outcome, extensions.settings().issuer), code=302)

@@ -13,12 +13,14 @@ from typing import Any
 from . import env
 from .crypto import generate_key, parse_encryption_keys
 from .env import ConfigError
+from .login import normalize_prompt
 from .redis_client import RedisTarget, parse_redis_url
+from .security import normalize_return_url
 from .upstreams import Upstream, load_upstreams
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
-LOGOUT_MODES = ("client_id", "id_token_hint")
+LOGOUT_MODES = ("client_id", "id_token_hint", "form_post")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -37,8 +39,11 @@ class Settings:
     token_encryption_key_generated: bool = False
     session_idle_timeout: int = 8 * 3600
     session_max_lifetime: int = 24 * 3600
-    post_logout_redirect_uri: str = ""
+    post_logout_redirect_uri: str = ""  # default: public URL + /bff/logged-out
     logout_mode: str = "client_id"
+    logout_verify: bool = True
+    post_logout_return_url: str = "/"
+    oidc_prompt: str | None = None
     fetch_userinfo: bool = True
     serve_spa: bool = True
     idp_timeout: float = 5.0
@@ -64,6 +69,11 @@ class Settings:
         """Sign-in attempt cookies live under Path=/bff/ only (never sent to / or /api), which
         `__Host-` forbids; `__Secure-` still keeps them https-only and unsettable over http."""
         return "__Secure-bff-login-" if self.https else "bff-login-"
+
+    @property
+    def logout_cookie_name(self) -> str:
+        """Binds the IdP's return from a logout to the browser that started it (Path=/bff/)."""
+        return "__Secure-bff-logout" if self.https else "bff-logout"
 
     @property
     def cookie_name(self) -> str:
@@ -98,7 +108,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise ConfigError("BFF_OIDC_SCOPES: must include 'openid'")
 
     name = "BFF_POST_LOGOUT_REDIRECT_URI"
-    post_logout = env.url(environ, name) if name in environ else public_url + "/"
+    post_logout = env.url(environ, name) if environ.get(name, "").strip() else public_url + "/bff/logged-out"
 
     return Settings(
         public_url=public_url,
@@ -115,6 +125,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         session_max_lifetime=lifetime,
         post_logout_redirect_uri=post_logout,
         logout_mode=env.choice(environ, "BFF_LOGOUT_MODE", LOGOUT_MODES, DEFAULT["logout_mode"]),
+        logout_verify=env.flag(environ, "BFF_LOGOUT_VERIFY", DEFAULT["logout_verify"]),
+        post_logout_return_url=_local_path(environ, "BFF_POST_LOGOUT_RETURN_URL", DEFAULT["post_logout_return_url"]),
+        oidc_prompt=_prompt(environ, "BFF_OIDC_PROMPT"),
         fetch_userinfo=env.flag(environ, "BFF_OIDC_USERINFO", DEFAULT["fetch_userinfo"]),
         serve_spa=env.flag(environ, "BFF_SERVE_SPA", DEFAULT["serve_spa"]),
         idp_timeout=env.number(environ, "BFF_IDP_TIMEOUT", DEFAULT["idp_timeout"], whole=False, maximum=60),
@@ -129,6 +142,25 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redis_timeout=env.number(environ, "BFF_REDIS_TIMEOUT", DEFAULT["redis_timeout"], whole=False, maximum=30),
         log_level=env.choice(environ, "BFF_LOG_LEVEL", LOG_LEVELS, DEFAULT["log_level"], str.upper),
     )
+
+
+def _local_path(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = normalize_return_url(environ.get(name, "").strip() or default)
+    if value is None:
+        raise ConfigError(f"{name}: must be a path on this site, such as /signed-out")
+    return value
+
+
+def _prompt(environ: Mapping[str, str], name: str) -> str | None:
+    """A `prompt` for every sign-in (OIDC Core §3.1.2.1), `none` excepted: that one is for probes."""
+    raw = environ.get(name, "").strip()
+    try:
+        prompt = normalize_prompt(raw)
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
+    if prompt and "none" in prompt.split():
+        raise ConfigError(f"{name}: 'none' would make every sign-in fail for a new user")
+    return prompt
 
 
 def _redis(environ: Mapping[str, str]) -> RedisTarget:

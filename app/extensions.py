@@ -24,7 +24,7 @@ class Services:
     provider: Provider
     redis: RedisClient
     store: SessionStore
-    login_sealer: CookieSealer
+    cookie_sealer: CookieSealer
 
 
 def install(app: Flask, services: Services) -> None:
@@ -47,5 +47,5 @@ def store() -> SessionStore:
     return services().store
 
 
-def login_sealer() -> CookieSealer:
-    return services().login_sealer
+def cookie_sealer() -> CookieSealer:
+    return services().cookie_sealer

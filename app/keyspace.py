@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 SESSION_ID = re.compile(r"([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{43})")
 HANDLE = re.compile(r"([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{10})")
+CONTINUATION = re.compile(r"[A-Za-z0-9_-]{43}")
 ALL_SESSIONS_KEY = "bff:sessions"  # sorted set: "<tag> <key id>" scored by when its entries may go
 
 
@@ -80,6 +81,11 @@ def all_sessions_member(ref: SessionRef) -> str:
 
 def refresh_lock_key(ref: SessionRef) -> str:
     return f"bff:{{{ref.tag}}}:lock:{ref.key_id}"
+
+
+def logout_continuation_key(handle: str) -> str:
+    """A `form_post` logout waiting for its one navigation to /bff/logout/continue (60 s)."""
+    return f"bff:logout:{{{digest(handle)[:22]}}}"
 
 
 def jti_key(issuer: str, jti: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 import secrets
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ MAX_DROPS = 10  # old attempt cookies deleted per response (a browser never hold
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account", "create"})
 PROTOCOL_CLAIMS = frozenset({"nonce", "at_hash", "c_hash", "s_hash"})
 ID_TOKEN_OWNED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "iat", "auth_time", "sid", "azp", "acr", "amr"})
+log = logging.getLogger(__name__)
+
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 _ATTEMPT_SUFFIX = re.compile(r"[A-Za-z0-9_-]{12}")
 
@@ -46,6 +49,7 @@ class Attempt:
     return_url: str
     prompt: str | None
     started_ms: int
+    probe: bool = False  # a logout's check that the IdP session is gone: never signs anyone in
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,29 @@ class SignedIn:
     claims: dict[str, Any]
     tokens: dict[str, Any]
     return_url: str
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a `prompt=none` probe after logout learnt: `complete` (the IdP has no session for this
+    browser), `idp_session_alive` or `unconfirmed`. Its code, if any, is never redeemed."""
+
+    outcome: str
+    return_url: str
+
+
+# OpenID Connect Core §3.1.2.6: only login_required says there is no session; a code, or a
+# request for consent or account selection, says there still is one.
+PROBE_ALIVE_ERRORS = frozenset({"consent_required", "account_selection_required"})
+
+
+def probe_outcome(params: Mapping[str, str], issuer_ok: bool) -> str:
+    error = params.get("error")
+    if not issuer_ok or (error is None and not params.get("code")):
+        return "unconfirmed"
+    if error is None or error in PROBE_ALIVE_ERRORS:
+        return "idp_session_alive"
+    return "complete" if error == "login_required" else "unconfirmed"
 
 
 def _is_attempt_cookie(name: str, prefix: str) -> bool:
@@ -106,14 +133,21 @@ def attempts_to_drop(sealer: CookieSealer, cookies: Mapping[str, str], prefix: s
     return (dropped + [name for _, name in live[MAX_ATTEMPTS - 1 :]])[:MAX_DROPS]
 
 
-def parse_prompt(raw: str | None) -> str | None:
+def normalize_prompt(raw: str | None) -> str | None:
+    """A `prompt` value (OIDC Core §3.1.2.1), or None; ValueError with a reason otherwise."""
     if not raw:
         return None
     values = raw.split()
     if not values or any(v not in PROMPT_VALUES for v in values) or ("none" in values and len(values) > 1):
-        allowed = ", ".join(sorted(PROMPT_VALUES))
-        raise BffError(400, "invalid_prompt", f"prompt must be a space-separated list of: {allowed}.")
+        raise ValueError(f"must be a space-separated list of: {', '.join(sorted(PROMPT_VALUES))}")
     return " ".join(values)
+
+
+def parse_prompt(raw: str | None) -> str | None:
+    try:
+        return normalize_prompt(raw)
+    except ValueError as error:
+        raise BffError(400, "invalid_prompt", f"prompt {error}.") from None
 
 
 def begin_login(
@@ -125,13 +159,14 @@ def begin_login(
     cookie_prefix: str,
     cookies: Mapping[str, str],
     now_ms: int,
+    probe: bool = False,
 ) -> LoginStart:
     state = secrets.token_urlsafe(32)
     code_verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43-128
     nonce = secrets.token_urlsafe(32)
     url = provider.authorization_url(state=state, nonce=nonce, code_verifier=code_verifier, prompt=prompt)
     name = attempt_cookie_name(cookie_prefix, state)
-    attempt = Attempt(digest(state), code_verifier, nonce, return_url, prompt, now_ms)
+    attempt = Attempt(digest(state), code_verifier, nonce, return_url, prompt, now_ms, probe)
     value = seal_attempt(sealer, name, attempt)
     if len(value) > MAX_ATTEMPT_COOKIE:  # the return URL's limit keeps far below; never ship more
         raise BffError(400, "invalid_return_url", "returnUrl is too long.")
@@ -148,17 +183,21 @@ def complete_login(
     cookie_prefix: str,
     fetch_userinfo: bool,
     now_ms: int,
-) -> SignedIn:
+) -> SignedIn | ProbeResult:
     """Check the callback, redeem the code, validate the id token. Raises `BffError` on any failure
     before anything is stored, so a bad callback changes nothing. The caller deletes the
-    attempt's cookie whatever the outcome."""
-    if "error" in params:
-        code = params["error"] if _ERROR_CODE.fullmatch(params["error"]) else "idp_error"
-        raise BffError(400, code, f"The identity provider did not sign you in ({code}).")
+    attempt's cookie whatever the outcome. A probe's callback only reports what it learnt."""
     state = params.get("state", "")
     name = attempt_cookie_name(cookie_prefix, state)
     attempt = open_attempt(sealer, name, cookies.get(name, ""), now_ms) if state else None
-    if attempt is None or not hmac.compare_digest(attempt.state_digest, digest(state)):
+    if attempt is not None and not hmac.compare_digest(attempt.state_digest, digest(state)):
+        attempt = None
+    if attempt is not None and attempt.probe:
+        return ProbeResult(probe_outcome(params, _issuer_ok(provider, params.get("iss"))), attempt.return_url)
+    if "error" in params:
+        code = params["error"] if _ERROR_CODE.fullmatch(params["error"]) else "idp_error"
+        raise BffError(400, code, f"The identity provider did not sign you in ({code}).")
+    if attempt is None:
         raise BffError(
             400,
             "invalid_state",
@@ -176,11 +215,35 @@ def complete_login(
     return SignedIn(claims=claims, tokens=tokens, return_url=attempt.return_url)
 
 
-def _check_issuer_parameter(provider: Provider, iss: str | None) -> None:
+_warned_about_refresh_tokens = False
+
+
+def note_missing_refresh_token(scopes: str, tokens: Mapping[str, Any]) -> bool:
+    """True when a sign-in asked for `offline_access` and got no refresh token: the session will
+    end at the access token's expiry. Logged once per process, naming the likely cause."""
+    global _warned_about_refresh_tokens
+    if "offline_access" not in scopes.split() or tokens.get("refresh_token"):
+        return False
+    if not _warned_about_refresh_tokens:
+        _warned_about_refresh_tokens = True
+        log.warning(
+            "sign-in asked for offline_access but the IdP issued no refresh token: sessions will end when "
+            "their access token expires. IdPs may grant offline_access only with prompt=consent (OpenID "
+            "Connect Core §11): set BFF_OIDC_PROMPT=consent, or drop offline_access from BFF_OIDC_SCOPES "
+            "if your IdP issues refresh tokens without it (Keycloak)"
+        )
+    return True
+
+
+def _issuer_ok(provider: Provider, iss: str | None) -> bool:
     """RFC 9207: a mismatched `iss` means a mix-up attack; a missing one is refused when advertised."""
-    if iss is None and not provider.metadata.iss_parameter_supported:
-        return
-    if iss != provider.issuer:
+    if iss is None:
+        return not provider.metadata.iss_parameter_supported
+    return iss == provider.issuer
+
+
+def _check_issuer_parameter(provider: Provider, iss: str | None) -> None:
+    if not _issuer_ok(provider, iss):
         raise BffError(400, "invalid_issuer", "The sign-in answer did not come from the configured identity provider.")
 
 

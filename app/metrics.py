@@ -21,6 +21,14 @@ LOGINS = Counter(
     "bff_logins_total", "Sign-ins completed at /bff/callback, by result (success or error code).", ["result"]
 )
 LOGOUTS = Counter("bff_logouts_total", "Sessions ended by POST /bff/logout.")
+SIGNOUTS = Counter(
+    "bff_signouts_total",
+    "Logouts the IdP returned from, by what the BFF learnt (complete, idp_session_alive, unconfirmed).",
+    ["outcome"],
+)
+LOGINS_WITHOUT_REFRESH_TOKEN = Counter(
+    "bff_logins_without_refresh_token_total", "Sign-ins that asked for offline_access and got no refresh token."
+)
 BACKCHANNEL_LOGOUTS = Counter("bff_backchannel_logouts_total", "Back-channel logout requests, by result.", ["result"])
 SESSIONS_ENDED_BY_IDP = Counter("bff_backchannel_sessions_ended_total", "Sessions ended by back-channel logout.")
 REFRESHES = Counter(

@@ -278,14 +278,17 @@ class Provider:
             log.warning("refresh token revocation at the IdP did not succeed")
         return ok
 
-    def logout_url(self, *, post_logout_redirect_uri: str, state: str, id_token_hint: str | None = None) -> str:
+    def end_session_endpoint(self) -> str | None:
+        """RP-Initiated Logout's endpoint, if the IdP has one (and its metadata can be had)."""
         try:
-            endpoint = self.metadata.end_session_endpoint
+            return self.metadata.end_session_endpoint
         except OidcError:
             log.warning("IdP metadata unavailable: logout ends the BFF session only")
-            endpoint = None
+            return None
+
+    def logout_url(self, *, post_logout_redirect_uri: str, state: str, id_token_hint: str | None = None) -> str:
         return build_logout_url(
-            endpoint,
+            self.end_session_endpoint(),
             client_id=self.client_id,
             post_logout_redirect_uri=post_logout_redirect_uri,
             state=state,

@@ -18,10 +18,12 @@ import msgspec
 from .crypto import TokenCipher, UnreadableTokens
 from .keyspace import (
     ALL_SESSIONS_KEY,
+    CONTINUATION,
     HANDLE,
     SessionRef,
     all_sessions_member,
     jti_key,
+    logout_continuation_key,
     record_key,
     refresh_lock_key,
     sid_index_key,
@@ -330,6 +332,25 @@ class SessionStore:
                 )
             )
         return infos
+
+    def save_logout_continuation(self, handle: str, values: dict[str, str], ttl: int) -> None:
+        """Hold what a `form_post` logout page will POST to the IdP (the id token among it), sealed,
+        for one use within `ttl` seconds. Written only by a signed-in session's logout."""
+        key = logout_continuation_key(handle)
+        self.client.set(key, self.cipher.seal(json.dumps(values).encode(), key.encode()), ex=ttl)
+
+    def take_logout_continuation(self, handle: str) -> dict[str, str] | None:
+        """The values saved under `handle`, deleted as they are read: a second use finds nothing."""
+        if not CONTINUATION.fullmatch(handle):
+            return None  # costs no round trip
+        key = logout_continuation_key(handle)
+        raw = self.client.getdel(key)
+        if not isinstance(raw, bytes):
+            return None
+        try:
+            return json.loads(self.cipher.open(raw, key.encode()))
+        except UnreadableTokens:
+            return None
 
     def remember_logout_token(self, issuer: str, jti: str, ttl: int) -> bool:
         """True the first time a logout token's jti is seen, False for a replay."""

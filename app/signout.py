@@ -1,4 +1,5 @@
-"""Ending sessions: the one revocation path, the SPA's logout, and the IdP's back-channel logout.
+"""Ending sessions: the one revocation path, the SPA's logout (and finding out whether the IdP
+session really ended), and the IdP's back-channel logout.
 
 Logout, back-channel logout, refused refreshes and `flask sessions revoke` all call
 `end_sessions`, so ending a session means the same thing everywhere: the records and their index
@@ -9,21 +10,35 @@ keeps a session alive here.
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from html import escape
+from urllib.parse import urlencode, urlsplit
 
+from .crypto import CookieSealer
 from .errors import BffError
 from .jwt_checks import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE
-from .keyspace import SessionRef
-from .oidc import Provider
+from .keyspace import digest
+from .oidc import Provider, add_query
 from .session_interface import BffSession
 from .sessions import EndedSession, SessionFilter, SessionStore, now
 
 log = logging.getLogger(__name__)
 
 MAX_PARALLEL_REVOCATIONS = 8
+LOGOUT_COOKIE_TTL = 600  # seconds a person has to confirm the sign-out at the IdP and come back
+CONTINUATION_TTL = 60  # seconds a form_post logout page may be opened, once
+OUTCOMES = ("complete", "idp_session_alive", "unconfirmed")
+
+
+@dataclass(frozen=True)
+class LogOut:
+    url: str  # where the browser goes next
+    state: str  # what the IdP must send back to /bff/logged-out
 
 
 def end_sessions(store: SessionStore, provider: Provider, flt: SessionFilter) -> list[EndedSession]:
@@ -55,40 +70,81 @@ def log_out(
     mode: str,
     post_logout_redirect_uri: str,
     has_cookie: bool,
-) -> str:
-    """The SPA's logout: the IdP's logout URL, computed while the session's id token is still at
-    hand, then this browser's session ended (and a stale cookie deleted; a browser that sent none
-    gets no Set-Cookie). Returns the URL the browser goes to next."""
-    url = logout_url(
-        store, provider, session.ref, dict(session), mode=mode, post_logout_redirect_uri=post_logout_redirect_uri
-    )
-    if session.signed_in or has_cookie:
-        end_browser_session(store, provider, session)
-    return url
-
-
-def logout_url(
-    store: SessionStore,
-    provider: Provider,
-    ref: SessionRef | None,
-    record: dict[str, Any],
-    *,
-    mode: str,
-    post_logout_redirect_uri: str,
-) -> str:
-    """Where the browser goes to end the IdP session: RP-Initiated Logout with a fresh `state`.
+) -> LogOut:
+    """The SPA's logout: the IdP's logout URL with a fresh `state`, computed while the session's id
+    token is still at hand, then this browser's session ended (and a stale cookie deleted; a
+    browser that sent none gets no Set-Cookie).
 
     Without a live session (never signed in, idled out, ended elsewhere) the IdP session may still
-    be alive, and ending it is the point: the same URL, in its client_id form. So too in
-    `id_token_hint` mode when no readable id token is held (a retired encryption key)."""
-    id_token_hint = None
-    if mode == "id_token_hint" and ref is not None and record.get("sub"):
-        tokens = store.open_tokens(ref, record)
-        id_token_hint = tokens.get("id_token") if tokens else None
-    return provider.logout_url(
-        post_logout_redirect_uri=post_logout_redirect_uri,
-        state=secrets.token_urlsafe(16),
-        id_token_hint=id_token_hint,
+    be alive, and ending it is the point: the same URL, in its client_id form. So too when no
+    readable id token is held (a retired encryption key). In `form_post` mode the URL is a
+    one-time page of ours that POSTs the id token, so that it appears in no URL."""
+    state = secrets.token_urlsafe(16)
+    id_token = _id_token(store, session) if mode in ("id_token_hint", "form_post") else None
+    if mode == "form_post" and id_token and provider.end_session_endpoint():
+        handle = secrets.token_urlsafe(32)
+        values = {"id_token_hint": id_token, "state": state, "post_logout_redirect_uri": post_logout_redirect_uri}
+        store.save_logout_continuation(handle, values, CONTINUATION_TTL)
+        url = "/bff/logout/continue?" + urlencode({"handle": handle})
+    else:
+        hint = id_token if mode == "id_token_hint" else None
+        url = provider.logout_url(post_logout_redirect_uri=post_logout_redirect_uri, state=state, id_token_hint=hint)
+    if session.signed_in or has_cookie:
+        end_browser_session(store, provider, session)
+    return LogOut(url, state)
+
+
+def _id_token(store: SessionStore, session: BffSession) -> str | None:
+    if not session.signed_in or session.ref is None:
+        return None
+    tokens = store.open_tokens(session.ref, dict(session))
+    return tokens.get("id_token") if tokens else None
+
+
+def seal_logout_state(sealer: CookieSealer, cookie_name: str, state: str, now_ms: int) -> str:
+    """The logout cookie's value: binds the IdP's return to the browser that started the logout."""
+    return sealer.seal(json.dumps({"state": digest(state), "at": now_ms}).encode(), cookie_name)
+
+
+def logout_state_matches(sealer: CookieSealer, cookie_name: str, value: str, state: str, now_ms: int) -> bool:
+    plaintext = sealer.open(value, cookie_name) if value and state else None
+    if plaintext is None:
+        return False
+    try:
+        sealed = json.loads(plaintext)
+        fresh = 0 <= now_ms - int(sealed["at"]) <= LOGOUT_COOKIE_TTL * 1000
+        return fresh and hmac.compare_digest(str(sealed["state"]), digest(state))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def signed_out_url(return_url: str, outcome: str, issuer: str) -> str:
+    """Where a finished logout lands: the app's page, told the outcome (and, when the IdP kept the
+    user signed in, which IdP, so the page can offer to sign out there again)."""
+    params = {"signout": outcome}
+    if outcome == "idp_session_alive":
+        params["idp"] = urlsplit(issuer).hostname or ""
+    return add_query(return_url, params)
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def continuation_page(endpoint: str, values: dict[str, str], client_id: str, nonce: str) -> str:
+    """A page that POSTs RP-Initiated Logout's parameters to the IdP at once (a button without
+    script): the id token travels in a request body, never in a URL, history entry or Referer."""
+    fields = {**values, "client_id": client_id}
+    inputs = "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in fields.items())
+    return (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Signing out</title>"
+        "<body style='font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto'>"
+        f'<form id="logout" method="post" action="{escape(endpoint)}">{inputs}'
+        "<p>Signing you out at the identity provider…</p>"
+        "<noscript><button type=submit>Continue signing out</button></noscript></form>"
+        f'<script nonce="{escape(nonce)}">document.getElementById("logout").submit()</script>'
+        "</body></html>"
     )
 
 

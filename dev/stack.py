@@ -216,7 +216,7 @@ def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], **extr
         "IDP_CLIENT_ID": CLIENT_ID,
         "IDP_CLIENT_SECRET": CLIENT_SECRET,
         "IDP_REDIRECT_URIS": " ".join(f"{url}/bff/callback" for url in bff_urls),
-        "IDP_POST_LOGOUT_REDIRECT_URIS": " ".join(f"{url}/" for url in bff_urls),
+        "IDP_POST_LOGOUT_REDIRECT_URIS": " ".join(f"{url}/bff/logged-out {url}/" for url in bff_urls),
         **extra_env,
     }
     service = Service("idp", ["node", "server.js"], workdir / "idp.log", env, cwd=ROOT / "dev" / "idp")
@@ -265,6 +265,9 @@ def bff_env(public_url: str, issuer: str, redis_url: str, **overrides: str) -> d
         "BFF_REDIS_URL": redis_url,
         "BFF_SECRET_KEY": DEV_SECRET_KEY,
         "BFF_TOKEN_ENCRYPTION_KEY": DEV_TOKEN_ENCRYPTION_KEY,
+        # The dev IdP, like oidc-provider's default and LemonLDAP::NG, grants offline_access (a
+        # refresh token) only when the sign-in asks for consent (OpenID Connect Core §11).
+        "BFF_OIDC_PROMPT": "consent",
         **overrides,
     }
 

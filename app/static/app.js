@@ -58,13 +58,48 @@ $("call-api").addEventListener("click", async () => {
   }
 });
 
-$("logout").addEventListener("click", async () => {
+async function logOut() {
   const { status, body } = await bff("/bff/logout", { method: "POST" });
   if (status === 200 && body.logout_url) {
     window.location.assign(body.logout_url); // ends the IdP session too
   } else {
     $("status").textContent = `Logout failed (${status}).`;
   }
-});
+}
 
+$("logout").addEventListener("click", logOut);
+$("signout-again").addEventListener("click", logOut);
+
+// After a logout the BFF sends the browser back here with ?signout=<outcome>: what it learnt by
+// asking the identity provider (prompt=none) whether its session really ended.
+const SIGNOUT_MESSAGES = {
+  complete: "You are signed out, here and at the identity provider.",
+  idp_session_alive:
+    "You are signed out of this app, but the identity provider kept you signed in: " +
+    "the next “Log in” would not ask for your password.",
+  unconfirmed:
+    "You are signed out of this app. Whether the identity provider ended its session too " +
+    "could not be confirmed.",
+};
+
+function showSignoutOutcome() {
+  const params = new URLSearchParams(window.location.search);
+  const outcome = params.get("signout");
+  const idp = params.get("idp");
+  if (!outcome) return;
+  params.delete("signout");
+  params.delete("idp");
+  const query = params.toString();
+  // Read once: a reload or a bookmark must not show it again.
+  history.replaceState(null, "", window.location.pathname + (query ? `?${query}` : "") + window.location.hash);
+  $("signout-message").textContent = SIGNOUT_MESSAGES[outcome] || SIGNOUT_MESSAGES.unconfirmed;
+  $("signout-notice").className = outcome === "idp_session_alive" ? "warning" : "";
+  $("signout-notice").hidden = false;
+  if (outcome === "idp_session_alive") {
+    $("signout-again").textContent = `Sign out at ${idp || "the identity provider"}`;
+    $("signout-again").hidden = false;
+  }
+}
+
+showSignoutOutcome();
 refresh();

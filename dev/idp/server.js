@@ -9,11 +9,12 @@
 //   IDP_CLIENT_ID              default bff
 //   IDP_CLIENT_SECRET          default dev-secret-change-me
 //   IDP_REDIRECT_URIS          space-separated (default http://localhost:8000/bff/callback)
-//   IDP_POST_LOGOUT_REDIRECT_URIS  space-separated (default http://localhost:8000/)
+//   IDP_POST_LOGOUT_REDIRECT_URIS  space-separated (default http://localhost:8000/bff/logged-out)
 //   IDP_BACKCHANNEL_LOGOUT_URI optional back-channel logout endpoint of the BFF
 //   IDP_ACCESS_TOKEN_TTL       seconds (default 300)
 //   IDP_API_AUDIENCE           the sample API's resource indicator (default urn:bff-dev:echo-api):
 //                              access tokens are JWTs for it, so the API can check them offline
+//   IDP_END_SESSION_POST       1: accept POST at the end-session endpoint (needs https in a browser)
 //   IDP_JWKS_FILE              tests only: the signing keys (a private JWKS), so a test can also sign
 //                              tokens this IdP would accept, such as forged logout tokens
 //   IDP_TOKEN_DELAY_MS         tests only: answer the token endpoint this much later, as a
@@ -45,7 +46,7 @@ const client = {
   client_id: env.IDP_CLIENT_ID || 'bff',
   client_secret: env.IDP_CLIENT_SECRET || 'dev-secret-change-me',
   redirect_uris: words(env.IDP_REDIRECT_URIS, 'http://localhost:8000/bff/callback'),
-  post_logout_redirect_uris: words(env.IDP_POST_LOGOUT_REDIRECT_URIS, 'http://localhost:8000/'),
+  post_logout_redirect_uris: words(env.IDP_POST_LOGOUT_REDIRECT_URIS, 'http://localhost:8000/bff/logged-out'),
   grant_types: ['authorization_code', 'refresh_token'],
   response_types: ['code'],
   token_endpoint_auth_method: 'client_secret_basic',
@@ -103,9 +104,8 @@ const configuration = {
   pkce: { required: () => true },
   // Refresh tokens rotate: reusing an old one revokes the whole grant, like strict IdPs do.
   rotateRefreshToken: true,
-  // Issue refresh tokens whenever the client may use them. Without this, oidc-provider drops
-  // offline_access unless the request carries prompt=consent (OpenID Connect Core §11).
-  issueRefreshToken: async (_ctx, theClient) => theClient.grantTypeAllowed('refresh_token'),
+  // oidc-provider's own, strict rule is kept: offline_access (so a refresh token) only with
+  // prompt=consent (OpenID Connect Core §11). The BFF asks for it with BFF_OIDC_PROMPT=consent.
   ttl: {
     AccessToken: accessTokenTTL,
     AuthorizationCode: 60,
@@ -120,6 +120,14 @@ const configuration = {
   // SSRF-guarding dispatcher that refuses loopback addresses (back-channel logout); drop it.
   fetch: (url, { dispatcher: _ssrfGuard, ...options }) => globalThis.fetch(url, options),
 };
+
+// RP-Initiated Logout by POST (the BFF's form_post mode). oidc-provider allows it only with its
+// session cookie SameSite=None, since a cross-site POST carries no Lax cookie; browsers keep such a
+// cookie only with Secure, i.e. over https. Off by default so that plain-http development works.
+if (env.IDP_END_SESSION_POST === '1') {
+  configuration.enableHttpPostMethods = true;
+  configuration.cookies.long = { httpOnly: true, sameSite: 'none' };
+}
 
 if (env.IDP_JWKS_FILE) {
   configuration.jwks = JSON.parse(readFileSync(env.IDP_JWKS_FILE, 'utf8'));

@@ -46,8 +46,10 @@ def test_sign_in_call_the_api_sign_out_of_both_and_be_asked_for_credentials_agai
     steps.shot(page, "idp-logout-confirmation")
     page.click("button[name=logout]")
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
-    assert page.url.startswith(stack.bff_url + "/")
-    steps.shot(page, "spa-signed-out-again")
+    # Back through /bff/logged-out and its prompt=none probe: the IdP has no session any more.
+    expect(page.locator("#signout-message")).to_have_text("You are signed out, here and at the identity provider.")
+    assert page.url == stack.bff_url + "/"  # the outcome was read, then taken out of the address bar
+    steps.shot(page, "spa-signed-out-complete")
 
     page.get_by_role("button", name="Log in").click()
     page.wait_for_selector("input[name=login]")  # asked for credentials: no silent sign-in
@@ -127,3 +129,28 @@ def test_signing_out_in_one_tab_signs_out_the_other_on_its_next_call(stack, step
     expect(second.locator("#api-result")).to_have_text("Your session has ended; please log in again.")
     expect(second.get_by_role("button", name="Log in")).to_be_visible()
     steps.shot(second, "second-tab-signed-out")
+
+
+def test_staying_signed_in_at_the_idp_is_shown_and_signing_out_again_completes(stack, steps):
+    page = steps.open(stack.bff_url + "/")
+    sign_in_at_the_idp(page, steps, "felix")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_selector("button[name=logout]")
+    steps.shot(page, "idp-logout-confirmation")
+    page.get_by_role("button", name="No, stay signed in").click()
+
+    notice = page.locator("#signout-message")
+    expect(notice).to_contain_text("the identity provider kept you signed in")
+    again = page.get_by_role("button", name="Sign out at 127.0.0.1")
+    expect(again).to_be_visible()
+    assert page.url == stack.bff_url + "/"
+    steps.shot(page, "spa-idp-session-alive")
+
+    again.click()
+    page.wait_for_selector("button[name=logout]")
+    page.click("button[name=logout]")
+    expect(notice).to_have_text("You are signed out, here and at the identity provider.")
+    steps.shot(page, "spa-signed-out-complete-after-retry")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_selector("input[name=login]")  # asked for credentials again
+    steps.shot(page, "idp-asks-again")

@@ -38,7 +38,7 @@ def unknown_state(a, stack, make_agent):
 def expired_state(a, stack, make_agent):
     callback = a.authorize("mallory")
     # The attempt cookie as the BFF would have sealed it LOGIN_TTL + 1 seconds ago.
-    sealer = CookieSealer(DEV_SECRET_KEY, "bff login attempt v1")
+    sealer = CookieSealer(DEV_SECRET_KEY, "bff sealed cookies v1")
     name = attempt_cookie_name("bff-login-", _state_of(callback))
     now_ms = time.time_ns() // 1_000_000
     attempt = open_attempt(sealer, name, a.cookies[name], now_ms)

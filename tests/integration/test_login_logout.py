@@ -36,7 +36,7 @@ def test_sign_in_see_the_user_sign_out_of_app_and_idp_then_the_idp_asks_for_cred
     query = parse_qs(urlsplit(logout_url).query)
     assert logout_url.startswith(f"{stack.issuer}/session/end?")
     assert set(query) == {"client_id", "post_logout_redirect_uri", "state"}
-    assert query["post_logout_redirect_uri"] == [f"{stack.bff_url}/"] and query["state"][0]
+    assert query["post_logout_redirect_uri"] == [f"{stack.bff_url}/bff/logged-out"] and query["state"][0]
 
     # Following logout_url ends the IdP session and lands back on the SPA...
     landed = agent.follow_logout_url(logout_url)
@@ -125,7 +125,7 @@ def test_logout_without_a_session_still_returns_the_idp_end_session_url(stack, a
     logout_url = response.json()["logout_url"]
     assert logout_url.startswith(f"{stack.issuer}/session/end?")
     query = parse_qs(urlsplit(logout_url).query)
-    assert query["post_logout_redirect_uri"] == [f"{stack.bff_url}/"] and query["state"][0]
+    assert query["post_logout_redirect_uri"] == [f"{stack.bff_url}/bff/logged-out"] and query["state"][0]
 
 
 def test_logout_by_get_is_405(agent):
@@ -140,7 +140,11 @@ def test_id_token_hint_mode_sends_the_latest_id_token_and_still_ends_the_idp_ses
     logout_url = a.logout().json()["logout_url"]
     query = parse_qs(urlsplit(logout_url).query)
     assert query["id_token_hint"] == [id_token]
-    assert query["client_id"] and query["state"][0] and query["post_logout_redirect_uri"] == [f"{stack.bff_hint_url}/"]
+    assert (
+        query["client_id"]
+        and query["state"][0]
+        and query["post_logout_redirect_uri"] == [f"{stack.bff_hint_url}/bff/logged-out"]
+    )
     a.follow_logout_url(logout_url)
     assert is_login_form(a.start_login().text)
 

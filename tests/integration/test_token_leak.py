@@ -10,6 +10,8 @@ import pytest
 from dev.agent import RECORDED
 from dev.stack import BASIC_AUTH, CLIENT_SECRET
 
+CONTINUE = "/bff/logout/continue?"
+
 
 def _fragments(token: str) -> list[str]:
     """The token, and for a JWT its payload and signature too (its header is common to many)."""
@@ -32,7 +34,9 @@ def test_no_token_reaches_a_response_or_a_log_line_in_the_whole_run(stack, make_
     tokens = stack.issued_tokens()
     assert len(tokens) >= 6
     fragments = {f for token in tokens for f in _fragments(token)}
-    responses = [f"{r.url}\n{r.headers}\n{r.body}" for r in RECORDED]
+    # The form_post logout page carries the id token in its body, by design: its form POSTs it to the
+    # IdP, so that it appears in no URL. Its URL and headers are searched like every other.
+    responses = [f"{r.url}\n{r.headers}\n{'' if CONTINUE in r.url else r.body}" for r in RECORDED]
     assert len(responses) >= 10
     for text in responses:
         leaked = [f for f in fragments if f in text]

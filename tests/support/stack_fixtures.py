@@ -52,6 +52,10 @@ class Stack:
     capture: CaptureUpstream
     hold_dir: Path
 
+    @property
+    def issued(self) -> IssuedTokens:
+        return IssuedTokens(self.tokens_file)
+
     def issued_tokens(self) -> set[str]:
         """Every access, refresh and id token the IdP has issued so far in this run."""
         return IssuedTokens(self.tokens_file).all()
@@ -222,8 +226,18 @@ def make_bff(stack, workdir):
     stopped after the test."""
     started: list[Service] = []
 
-    def make(*, issuer: str | None = None, redis_url: str | None = None, workers: int = 1, **overrides: str) -> OwnBff:
-        port = free_port()
+    def make(
+        *,
+        issuer: str | None = None,
+        redis_url: str | None = None,
+        workers: int = 1,
+        registered: bool = False,
+        port: int | None = None,
+        **overrides: str,
+    ) -> OwnBff:
+        """`registered`: on the port whose URLs the stack's IdP knows, for tests that sign in;
+        `port`: a port of the test's choosing (for an IdP of its own that must know the URL)."""
+        port = port or (stack.spare_port if registered else free_port())
         url = f"http://localhost:{port}"
         env = bff_env(url, issuer or stack.issuer, redis_url or stack.redis_url, **overrides)
         service = start_bff(port, env, workdir / f"bff-own-{port}.log", workers=workers)

@@ -28,7 +28,8 @@ def test_minimal_environment_gets_documented_defaults():
     assert settings.scopes == "openid profile email offline_access"
     assert settings.redis.url == "redis://127.0.0.1:6379/0" and settings.redis.kind == "single"
     assert (settings.session_idle_timeout, settings.session_max_lifetime) == (8 * 3600, 24 * 3600)
-    assert settings.post_logout_redirect_uri == "http://localhost:8000/"
+    assert settings.post_logout_redirect_uri == "http://localhost:8000/bff/logged-out"
+    assert (settings.logout_verify, settings.post_logout_return_url, settings.oidc_prompt) == (True, "/", None)
     assert settings.redirect_uri == "http://localhost:8000/bff/callback"
     assert settings.logout_mode == "client_id"
 

@@ -16,7 +16,7 @@ from app.login import (
     seal_attempt,
 )
 
-SEALER = CookieSealer("x" * 32, "bff login attempt v1")
+SEALER = CookieSealer("x" * 32, "bff sealed cookies v1")
 NOW = 1_800_000_000_000
 
 
@@ -36,7 +36,7 @@ def test_a_sealed_attempt_opens_under_its_own_name_only_and_only_until_it_expire
     assert open_attempt(SEALER, "bff-login-a", value, NOW + 1000) == attempt()
     assert open_attempt(SEALER, "bff-login-b", value, NOW) is None
     assert open_attempt(SEALER, "bff-login-a", value, NOW + LOGIN_TTL * 1000 + 1) is None
-    assert open_attempt(CookieSealer("y" * 32, "bff login attempt v1"), "bff-login-a", value, NOW) is None
+    assert open_attempt(CookieSealer("y" * 32, "bff sealed cookies v1"), "bff-login-a", value, NOW) is None
     tampered = value[:-2] + ("AA" if value[-2:] != "AA" else "BB")
     assert open_attempt(SEALER, "bff-login-a", tampered, NOW) is None
 

@@ -1,0 +1,113 @@
+"""The /bff endpoints of signing out: the SPA's logout, the IdP's return from it (and the check
+that its session really ended), the `form_post` page, and the IdP's back-channel logout.
+Views only translate HTTP: each makes one call into signout.py or login.py."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from flask import Blueprint, Response, jsonify, redirect, request
+from werkzeug.wrappers import Response as HttpResponse
+
+from . import extensions, metrics, signout
+from .bff import finish_signout, set_bff_cookie, start_attempt
+from .errors import BffError
+from .login import begin_login
+from .security import csrf_protected
+from .session_interface import current_session
+
+bp = Blueprint("signout", __name__, url_prefix="/bff")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@bp.after_request
+def never_cache(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/logout")
+@csrf_protected
+def logout() -> Response:
+    """End this session here and at the IdP; the SPA then navigates to `logout_url`. A short-lived
+    cookie remembers the `state` sent, so /bff/logged-out knows the IdP's return is this logout's."""
+    settings, session = extensions.settings(), current_session()
+    if session.signed_in:
+        metrics.LOGOUTS.inc()
+    done = signout.log_out(
+        extensions.store(),
+        extensions.provider(),
+        session,
+        mode=settings.logout_mode,
+        post_logout_redirect_uri=settings.post_logout_redirect_uri,
+        has_cookie=settings.cookie_name in request.cookies,
+    )
+    response = jsonify(logout_url=done.url)
+    value = signout.seal_logout_state(extensions.cookie_sealer(), settings.logout_cookie_name, done.state, _now_ms())
+    set_bff_cookie(response, settings.logout_cookie_name, value, max_age=signout.LOGOUT_COOKIE_TTL)
+    return response
+
+
+@bp.get("/logged-out")
+def logged_out() -> HttpResponse:
+    """The IdP's return from a logout: if it is this browser's, ask the IdP (prompt=none, top
+    level) whether it still has a session; the probe's callback says `complete`,
+    `idp_session_alive` or `unconfirmed`, and lands on BFF_POST_LOGOUT_RETURN_URL."""
+    settings = extensions.settings()
+    ours = signout.logout_state_matches(
+        extensions.cookie_sealer(),
+        settings.logout_cookie_name,
+        request.cookies.get(settings.logout_cookie_name, ""),
+        request.args.get("state", ""),
+        _now_ms(),
+    )
+    if not ours or not settings.logout_verify:
+        response = finish_signout("unconfirmed", settings.post_logout_return_url)
+    else:
+        start = begin_login(
+            extensions.provider(),
+            extensions.cookie_sealer(),
+            return_url=settings.post_logout_return_url,
+            prompt="none",
+            cookie_prefix=settings.attempt_cookie_prefix,
+            cookies=request.cookies,
+            now_ms=_now_ms(),
+            probe=True,
+        )
+        response = start_attempt(redirect(start.authorization_url, code=302), start)
+    set_bff_cookie(response, settings.logout_cookie_name, "", max_age=0)
+    return response
+
+
+@bp.get("/logout/continue")
+def logout_continue() -> Response:
+    """`form_post` mode: the one-time page that POSTs the id token to the IdP's end-session
+    endpoint. Served only to a top-level navigation, so script on this origin cannot fetch it."""
+    mode, dest = request.headers.get("Sec-Fetch-Mode"), request.headers.get("Sec-Fetch-Dest")
+    if (mode is not None and mode != "navigate") or (dest is not None and dest != "document"):
+        raise BffError(400, "not_a_navigation", "This page can only be opened by navigating to it.")
+    values = extensions.store().take_logout_continuation(request.args.get("handle", ""))
+    endpoint = extensions.provider().end_session_endpoint()
+    if values is None or endpoint is None:
+        raise BffError(400, "invalid_request", "This sign-out link has expired or was already used.")
+    nonce = secrets.token_urlsafe(16)
+    page = signout.continuation_page(endpoint, values, extensions.settings().client_id, nonce)
+    response = Response(page, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
+        f"form-action 'self' {signout.origin_of(endpoint)}; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return response
+
+
+@bp.post("/backchannel-logout")
+def backchannel_logout() -> Response:
+    """OpenID Connect Back-Channel Logout: the IdP ends our sessions for a sid or a user."""
+    with metrics.outcome(metrics.BACKCHANNEL_LOGOUTS):
+        ended = signout.accept_logout_token(extensions.store(), extensions.provider(), request.form.get("logout_token"))
+    metrics.SESSIONS_ENDED_BY_IDP.inc(len(ended))
+    return Response(status=200)
