@@ -268,6 +268,9 @@ def bff_env(public_url: str, issuer: str, redis_url: str, **overrides: str) -> d
         # The dev IdP, like oidc-provider's default and LemonLDAP::NG, grants offline_access (a
         # refresh token) only when the sign-in asks for consent (OpenID Connect Core §11).
         "BFF_OIDC_PROMPT": "consent",
+        # Stopped by Ctrl-C or a test's end, not by a deploy: no need to linger over kept-alive
+        # connections (gunicorn waits up to 2 s on them) before exiting.
+        "BFF_GRACEFUL_TIMEOUT": "1",
         **overrides,
     }
 

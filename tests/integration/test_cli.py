@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from app import create_app
+from app.config import load_settings
 from dev.stack import ROOT, VENV_BIN, bff_env
 
 FIELDS = {
@@ -25,20 +27,33 @@ FIELDS = {
 
 @pytest.fixture
 def cli(stack):
+    """`flask sessions ...` in this process, as the Flask tutorial's `runner` fixture does, with the
+    settings the service has (one real `flask --app wsgi` process is tested below)."""
+    app = create_app(load_settings(bff_env(stack.bff_url, stack.issuer, stack.redis_url)))
+    runner = app.test_cli_runner()
+
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [str(VENV_BIN / "flask"), "--app", "wsgi", "sessions", *args],
-            cwd=ROOT,
-            env={"PATH": "/usr/bin:/bin", **bff_env(stack.bff_url, stack.issuer, stack.redis_url)},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = runner.invoke(args=["sessions", *args])
+        done = subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
         if check:
-            assert result.returncode == 0, result.stderr
-        return result
+            assert done.returncode == 0, (done.stderr, result.exception)
+        return done
 
     return run
+
+
+def test_the_flask_command_runs_with_the_services_environment(stack, make_agent):
+    make_agent().login("flask-command")
+    result = subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "wsgi", "sessions", "list", "--user", "flask-command", "--json"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **bff_env(stack.bff_url, stack.issuer, stack.redis_url)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [entry["sub"] for entry in json.loads(result.stdout)] == ["flask-command"]
 
 
 def test_list_for_a_user_as_json_shows_every_field_and_nothing_that_grants_access(stack, make_agent, cli):

@@ -184,7 +184,7 @@ def test_a_frozen_redis_is_bounded_by_the_timeout(stack, outage_stack):
 
 def test_sigterm_lets_requests_in_flight_finish(stack, make_agent, make_bff):
     """Graceful shutdown: a deploy's SIGTERM does not cut off an API call under way."""
-    bff = make_bff(BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}))
+    bff = make_bff(BFF_API_UPSTREAMS=json.dumps({"echo": stack.echo_url}), BFF_GRACEFUL_TIMEOUT="30")
     name = secrets.token_hex(8)
     release = Path(release_path(name))
     try:
