@@ -18,6 +18,7 @@ from .login import (
     attempt_cookie_name,
     begin_login,
     complete_login,
+    login_prompt,
     note_missing_refresh_token,
     parse_prompt,
     public_claims,
@@ -49,7 +50,7 @@ def login() -> HttpResponse:
         extensions.provider(),
         extensions.cookie_sealer(),
         return_url=return_url,
-        prompt=parse_prompt(request.args.get("prompt")) or extensions.settings().oidc_prompt,
+        prompt=login_prompt(parse_prompt(request.args.get("prompt")), extensions.settings().oidc_prompt),
         cookie_prefix=extensions.settings().attempt_cookie_prefix,
         cookies=request.cookies,
         now_ms=_now_ms(),
@@ -70,7 +71,7 @@ def callback() -> HttpResponse:
             set_bff_cookie(response, attempt_cookie_name(settings.attempt_cookie_prefix, state), "", max_age=0)
             return response
 
-    with metrics.outcome(metrics.LOGINS):
+    with metrics.failures(metrics.LOGINS):
         result = complete_login(
             extensions.provider(),
             extensions.cookie_sealer(),
@@ -82,6 +83,7 @@ def callback() -> HttpResponse:
         )
     if isinstance(result, ProbeResult):  # a logout's check, not a sign-in: nothing is stored
         return finish_signout(result.outcome, result.return_url)
+    metrics.LOGINS.labels("success").inc()
     signed_in = result
     if note_missing_refresh_token(settings.scopes, signed_in.tokens):
         metrics.LOGINS_WITHOUT_REFRESH_TOKEN.inc()

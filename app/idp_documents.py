@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -39,21 +40,35 @@ class ProviderMetadata:
                 f"the IdP's metadata names issuer {document.get('issuer')!r}, expected {expected_issuer!r}",
                 status=502,
             )
-        missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not document.get(k)]
+        required = ("authorization_endpoint", "token_endpoint", "jwks_uri")
+        missing = [k for k in required if not _endpoint(document, k)]
         if missing:
-            raise OidcError("invalid_metadata", f"the IdP's metadata lacks {', '.join(missing)}", status=502)
+            raise OidcError("invalid_metadata", f"the IdP's metadata lacks a usable {', '.join(missing)}", status=502)
         return cls(
             issuer=document["issuer"],
             authorization_endpoint=document["authorization_endpoint"],
             token_endpoint=document["token_endpoint"],
             jwks_uri=document["jwks_uri"],
-            userinfo_endpoint=document.get("userinfo_endpoint"),
-            end_session_endpoint=document.get("end_session_endpoint"),
-            revocation_endpoint=document.get("revocation_endpoint"),
+            userinfo_endpoint=_endpoint(document, "userinfo_endpoint"),
+            end_session_endpoint=_endpoint(document, "end_session_endpoint"),
+            revocation_endpoint=_endpoint(document, "revocation_endpoint"),
             id_token_algorithms=tuple(document.get("id_token_signing_alg_values_supported") or ("RS256",)),
             token_auth_methods=tuple(document.get("token_endpoint_auth_methods_supported") or ("client_secret_basic",)),
             iss_parameter_supported=document.get("authorization_response_iss_parameter_supported") is True,
         )
+
+
+def _endpoint(document: dict[str, Any], key: str) -> str | None:
+    """An endpoint URL from the metadata, if it is one: http(s), a host, nothing a URL cannot hold
+    (it ends up in a form's action and a CSP on our pages). Otherwise it is treated as absent."""
+    value = document.get(key)
+    if not isinstance(value, str) or not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c in value for c in " \t\r\n\"'<>;,\\"):
+        log.warning("ignoring the IdP's %s: not an http(s) URL", key)
+        return None
+    return value
 
 
 def metadata_url(issuer: str) -> str:

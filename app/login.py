@@ -100,7 +100,10 @@ def attempt_cookie_name(prefix: str, state: str) -> str:
 
 
 def seal_attempt(sealer: CookieSealer, cookie_name: str, attempt: Attempt) -> str:
-    return sealer.seal(json.dumps(asdict(attempt), separators=(",", ":")).encode(), cookie_name)
+    fields = asdict(attempt)
+    if not attempt.probe:
+        del fields["probe"]  # as older instances seal it, so that they open it during a rolling deploy
+    return sealer.seal(json.dumps(fields, separators=(",", ":")).encode(), cookie_name)
 
 
 def open_attempt(sealer: CookieSealer, cookie_name: str, value: str, now_ms: int) -> Attempt | None:
@@ -109,8 +112,11 @@ def open_attempt(sealer: CookieSealer, cookie_name: str, value: str, now_ms: int
     if plaintext is None:
         return None
     try:
-        attempt = Attempt(**json.loads(plaintext))
-    except (ValueError, TypeError):
+        sealed = json.loads(plaintext)
+        # Only the fields this version knows: an attempt sealed by a newer instance (a rolling
+        # deploy) still opens.
+        attempt = Attempt(**{k: v for k, v in sealed.items() if k in Attempt.__dataclass_fields__})
+    except (ValueError, TypeError, AttributeError):
         return None
     return attempt if 0 <= now_ms - attempt.started_ms <= LOGIN_TTL * 1000 else None
 
@@ -141,6 +147,15 @@ def normalize_prompt(raw: str | None) -> str | None:
     if not values or any(v not in PROMPT_VALUES for v in values) or ("none" in values and len(values) > 1):
         raise ValueError(f"must be a space-separated list of: {', '.join(sorted(PROMPT_VALUES))}")
     return " ".join(values)
+
+
+def login_prompt(requested: str | None, configured: str | None) -> str | None:
+    """`?prompt=` overrides BFF_OIDC_PROMPT, but never to `none`: an operator who demands a prompt
+    (`login` to force re-authentication, `consent` for refresh tokens) cannot be bypassed by a
+    link that asks for a silent sign-in."""
+    if configured and requested and "none" in requested.split():
+        raise BffError(400, "invalid_prompt", "prompt=none is not allowed here: sign-ins must prompt.")
+    return requested or configured
 
 
 def parse_prompt(raw: str | None) -> str | None:

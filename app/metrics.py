@@ -76,6 +76,16 @@ def status_label(status: int) -> str:
 
 
 @contextmanager
+def failures(counter: Counter) -> Iterator[None]:
+    """Count a step that fails, by the error code it failed with; its success is the caller's."""
+    try:
+        yield
+    except BffError as error:
+        counter.labels(result_label(error.code)).inc()
+        raise
+
+
+@contextmanager
 def outcome(counter: Counter) -> Iterator[None]:
     """Count a step as `success`, or by the error code it failed with."""
     try:

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html import escape
@@ -128,8 +129,26 @@ def signed_out_url(return_url: str, outcome: str, issuer: str) -> str:
 
 
 def origin_of(url: str) -> str:
+    """scheme://host[:port], rebuilt from the parsed URL (never the raw text, which goes in a CSP)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
+def continuation_for_this_browser(values: dict[str, str] | None, logout_state_ok: Callable[[str], bool]) -> bool:
+    """A continuation is served only to the browser whose logout made it: the one holding the
+    logout cookie sealed with its `state` (a leaked handle alone gets nothing)."""
+    return values is not None and logout_state_ok(values.get("state", ""))
+
+
+def continuation_csp(endpoint: str, nonce: str) -> str:
+    """The page runs one script (its nonce), may POST only to the IdP, and is sandboxed: an opaque
+    origin, so not even script of this origin that opened it (a popup) can read its DOM."""
+    return (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
+        f"form-action 'self' {origin_of(endpoint)}; base-uri 'none'; frame-ancestors 'none'; "
+        "sandbox allow-forms allow-scripts"
+    )
 
 
 def continuation_page(endpoint: str, values: dict[str, str], client_id: str, nonce: str) -> str:

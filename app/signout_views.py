@@ -65,7 +65,9 @@ def logged_out() -> HttpResponse:
         request.args.get("state", ""),
         _now_ms(),
     )
-    if not ours or not settings.logout_verify:
+    if not ours:  # someone else's return, or none: this browser's pending logout (if any) stays
+        return finish_signout("unconfirmed", settings.post_logout_return_url)
+    if not settings.logout_verify:
         response = finish_signout("unconfirmed", settings.post_logout_return_url)
     else:
         start = begin_login(
@@ -90,17 +92,24 @@ def logout_continue() -> Response:
     mode, dest = request.headers.get("Sec-Fetch-Mode"), request.headers.get("Sec-Fetch-Dest")
     if (mode is not None and mode != "navigate") or (dest is not None and dest != "document"):
         raise BffError(400, "not_a_navigation", "This page can only be opened by navigating to it.")
+    settings = extensions.settings()
+    cookie = request.cookies.get(settings.logout_cookie_name, "")
+    if not cookie:  # not the browser that logged out: refused before the one-time link is spent
+        raise BffError(400, "invalid_request", "This sign-out link belongs to another browser.")
     values = extensions.store().take_logout_continuation(request.args.get("handle", ""))
     endpoint = extensions.provider().end_session_endpoint()
-    if values is None or endpoint is None:
-        raise BffError(400, "invalid_request", "This sign-out link has expired or was already used.")
+
+    def ours(state: str) -> bool:
+        return signout.logout_state_matches(
+            extensions.cookie_sealer(), settings.logout_cookie_name, cookie, state, _now_ms()
+        )
+
+    if values is None or endpoint is None or not signout.continuation_for_this_browser(values, ours):
+        raise BffError(400, "invalid_request", "This sign-out link has expired, was already used or is not yours.")
     nonce = secrets.token_urlsafe(16)
-    page = signout.continuation_page(endpoint, values, extensions.settings().client_id, nonce)
-    response = Response(page, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
-        f"form-action 'self' {signout.origin_of(endpoint)}; base-uri 'none'; frame-ancestors 'none'"
-    )
+    response = Response(signout.continuation_page(endpoint, values, settings.client_id, nonce), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = signout.continuation_csp(endpoint, nonce)
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
     return response
 
 

@@ -154,3 +154,31 @@ def test_staying_signed_in_at_the_idp_is_shown_and_signing_out_again_completes(s
     page.get_by_role("button", name="Log in").click()
     page.wait_for_selector("input[name=login]")  # asked for credentials again
     steps.shot(page, "idp-asks-again")
+
+
+STEAL_FROM_POPUP = """async () => {
+  const response = await fetch('/bff/logout', {method: 'POST', headers: {'X-CSRF': '1'}});
+  const {logout_url} = await response.json();
+  const popup = window.open(logout_url);
+  return await new Promise((resolve) => {
+    const deadline = Date.now() + 3000;
+    const timer = setInterval(() => {
+      try {
+        const form = popup.document.getElementById('logout');
+        if (form) { clearInterval(timer); resolve(form.elements.id_token_hint.value); return; }
+      } catch (error) { /* an opaque origin: not readable */ }
+      if (Date.now() > deadline) { clearInterval(timer); resolve(null); }
+    }, 0);
+  });
+}"""
+
+
+def test_script_on_the_spa_origin_cannot_read_the_id_token_from_the_form_post_page(stack, steps, make_bff):
+    """An XSS opens the one-time form_post page in a popup (a top-level navigation on its own
+    origin, which Sec-Fetch-* checks let through): the page's sandbox keeps its DOM unreadable."""
+    bff = make_bff(registered=True, BFF_LOGOUT_MODE="form_post")
+    page = steps.open(bff.url + "/")
+    sign_in_at_the_idp(page, steps, "gina")
+    id_token = stack.latest_tokens()["id_token"]
+    stolen = page.evaluate(STEAL_FROM_POPUP)
+    assert stolen is None and id_token not in (stolen or "")

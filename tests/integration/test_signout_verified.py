@@ -154,3 +154,48 @@ def test_a_login_that_asks_for_offline_access_but_gets_no_refresh_token_warns_on
     assert log.count("issued no refresh token") == 1 and "BFF_OIDC_PROMPT=consent" in log
     metrics = Agent(bff.url).get(f"{bff.url}/metrics").text
     assert "bff_logins_without_refresh_token_total 2.0" in metrics
+
+
+def test_the_form_post_page_is_only_for_the_browser_that_logged_out_and_is_sandboxed(form_post_bff):
+    bff, _, _ = form_post_bff
+    navigate = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    with Agent(bff.url) as agent, Agent(bff.url) as thief:
+        agent.login("sandboxed")
+        url = bff.url + agent.logout().json()["logout_url"]
+        stolen = thief.get(url, headers=navigate)  # a leaked link, without the logout cookie
+        assert stolen.status_code == 400 and "id_token_hint" not in stolen.text
+        page = agent.get(url, headers=navigate)  # the refusal did not spend it
+        assert page.status_code == 200
+        # An opaque origin: not even script of this origin that opened it in a popup can read it.
+        assert "sandbox allow-forms allow-scripts" in page.headers["Content-Security-Policy"]
+        assert page.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+
+
+def test_another_sites_navigation_to_logged_out_leaves_the_pending_logout_alone(agent):
+    agent.login("pending")
+    agent.logout()
+    cookie = agent.cookies.get("bff-logout")
+    foreign = agent.get(f"{agent.bff_url}/bff/logged-out", params={"state": "forged"}, allow_redirects=False)
+    assert foreign.headers["Location"] == "/?signout=unconfirmed"
+    assert "bff-logout" not in set_cookies(foreign) and agent.cookies.get("bff-logout") == cookie
+
+
+def test_a_link_cannot_turn_a_configured_prompt_into_a_silent_sign_in(stack):
+    """The stack's BFF has BFF_OIDC_PROMPT=consent: ?prompt=none may not bypass it."""
+    response = Agent(stack.bff_url, record=False).get(
+        f"{stack.bff_url}/bff/login", params={"prompt": "none"}, allow_redirects=False
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_prompt"
+
+
+def test_the_probe_is_not_counted_as_a_sign_in(stack, agent):
+    def successes() -> float:
+        text = Agent(stack.bff_url, record=False).get(f"{stack.bff_url}/metrics").text
+        found = re.search(r'bff_logins_total\{result="success"\} ([\d.]+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    agent.login("counted-once")
+    before = successes()
+    landing = agent.follow_logout_url(agent.logout().json()["logout_url"])
+    assert outcome(landing)["signout"] == ["complete"]
+    assert successes() == before

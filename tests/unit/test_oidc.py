@@ -161,11 +161,38 @@ def test_metadata_naming_another_issuer_is_refused():
         ProviderMetadata.from_document(document, ISSUER)
 
 
+ENDPOINTS = {
+    "authorization_endpoint": f"{ISSUER}/auth",
+    "token_endpoint": f"{ISSUER}/token",
+    "jwks_uri": f"{ISSUER}/jwks",
+}
+
+
 def test_metadata_with_only_required_fields_gets_spec_defaults():
-    document = {"issuer": ISSUER, "authorization_endpoint": "a", "token_endpoint": "t", "jwks_uri": "j"}
-    metadata = ProviderMetadata.from_document(document, ISSUER)
+    metadata = ProviderMetadata.from_document({"issuer": ISSUER, **ENDPOINTS}, ISSUER)
     assert metadata.id_token_algorithms == ("RS256",)
     assert metadata.end_session_endpoint is None and not metadata.iss_parameter_supported
+
+
+@pytest.mark.parametrize(
+    "end_session",
+    [
+        "javascript:alert(1)",
+        "https://idp.example;report-uri https://evil.example/r;/end",
+        "/relative",
+        'https://a"b',
+        7,
+    ],
+)
+def test_an_endpoint_that_is_not_an_http_url_is_ignored(end_session):
+    """It would end up in a form's action and a CSP on the BFF's own logout page."""
+    document = {"issuer": ISSUER, **ENDPOINTS, "end_session_endpoint": end_session}
+    assert ProviderMetadata.from_document(document, ISSUER).end_session_endpoint is None
+
+
+def test_metadata_without_a_usable_token_endpoint_is_refused():
+    with pytest.raises(OidcError):
+        ProviderMetadata.from_document({"issuer": ISSUER, **ENDPOINTS, "token_endpoint": "t"}, ISSUER)
 
 
 @pytest.mark.parametrize(
