@@ -245,24 +245,35 @@ class SessionStore:
             if record.get("sid"):
                 by_sid.setdefault(record["sid"], []).append(ref.key_id)
             ended.append(EndedSession(ref.handle, record["sub"], self._refresh_token(ref, record)))
-        for sid, key_ids in by_sid.items():
-            self._unindex_sid(tag, sid, key_ids)
+        if by_sid:
+            self._unindex_sids(tag, by_sid)
         return ended
 
-    def _unindex_sid(self, tag: str, sid: str, key_ids: list[str]) -> None:
-        """Drop sessions from their sid index, and the user from the sid pointer once none is left."""
-        index, pointer = sid_index_key(tag, sid), sid_pointer_key(sid)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.srem(index, *key_ids)
-        pipe.scard(index)
-        if pipe.execute()[1]:
+    def _unindex_sids(self, tag: str, by_sid: dict[str, list[str]]) -> None:
+        """Drop sessions from their sid indexes, and the user from each sid pointer once none is
+        left: three round trips however many sids, not a few per sid."""
+        pipe = self.client.pipeline(transaction=True)  # the user's indexes share one slot
+        for sid, key_ids in by_sid.items():
+            pipe.srem(sid_index_key(tag, sid), *key_ids)
+            pipe.scard(sid_index_key(tag, sid))
+        left = pipe.execute()[1::2]
+        emptied = [sid for sid, count in zip(by_sid, left, strict=True) if not count]
+        if not emptied:
             return
-        self.client.srem(pointer, tag)
-        left = self.client.ttl(index)  # a session written under this sid meanwhile? keep pointing
-        if left > 0:
-            self.client.sadd(pointer, tag)
-            self.client.expire(pointer, left, gt=True)
-            self.client.expire(pointer, left, nx=True)
+        pointers = self.client.pipeline(transaction=False)  # one slot per sid: not one transaction
+        for sid in emptied:
+            pointers.srem(sid_pointer_key(sid), tag)
+        pointers.execute()
+        # A session written under one of these sids meanwhile re-added its index entry before its
+        # pointer entry (see _queue_write): check again, and keep pointing to it.
+        check = self.client.pipeline(transaction=True)
+        for sid in emptied:
+            check.ttl(sid_index_key(tag, sid))
+        for sid, ttl in zip(emptied, check.execute(), strict=True):
+            if ttl > 0:
+                self.client.sadd(sid_pointer_key(sid), tag)
+                self.client.expire(sid_pointer_key(sid), ttl, gt=True)
+                self.client.expire(sid_pointer_key(sid), ttl, nx=True)
 
     def _refresh_token(self, ref: SessionRef, record: dict[str, Any]) -> str | None:
         tokens = self.open_tokens(ref, record)

@@ -33,10 +33,10 @@ from dev.agent import Agent
 from dev.stack import (
     DEV_TOKEN_ENCRYPTION_KEY,
     ROOT,
-    VENV_BIN,
     Service,
     bff_env,
     free_port,
+    start_bff,
     start_echo,
     start_idp,
     start_redis,
@@ -106,7 +106,7 @@ def fake_sessions(store: SessionStore, tokens: dict, count: int, sub_prefix: str
 def main() -> int:
     work = ROOT / ".run" / "bench"
     work.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("redis", "idp", "echo", "bff")}
+    ports = {name: free_port() for name in ("redis", "idp", "echo", "bff", "bare", "naive")}
     issuer = f"http://127.0.0.1:{ports['idp']}/realms/bench"
     bff = f"http://localhost:{ports['bff']}"
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
@@ -132,17 +132,21 @@ def main() -> int:
         env = bff_env(
             bff, issuer, redis_url, BFF_API_UPSTREAMS=json.dumps({"echo": f"http://127.0.0.1:{ports['echo']}"})
         )
-        args = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{ports['bff']}"]
-        server = Service("bff", [*args, "bench.app:app"], work / "bff.log", env)
-        server.wait_until(lambda: requests.get(f"http://127.0.0.1:{ports['bff']}/healthz", timeout=1).ok)
+        server = start_bff(ports["bff"], env, work / "bff.log", app="bench.app:app")
         services.append(server)
-        return measure(ports, issuer, bff, redis_url, tokens_file, key, server)
+        # The baselines: separate minimal apps under the very same gunicorn settings.
+        baseline_env = {**env, "BENCH_NAIVE_REDIS_URL": redis_url}
+        bare = start_bff(ports["bare"], baseline_env, work / "bare.log", app="bench.bare_app:app", ready="/")
+        naive = start_bff(ports["naive"], baseline_env, work / "naive.log", app="bench.naive_app:app", ready="/")
+        services += [bare, naive]
+        servers = {"bff": server, "bare": bare, "naive": naive, "echo": services[2]}
+        return measure(ports, issuer, bff, redis_url, tokens_file, key, servers)
     finally:
         for service in reversed(services):
             service.stop()
 
 
-def measure(ports, issuer, bff, redis_url, tokens_file, key, server) -> int:
+def measure(ports, issuer, bff, redis_url, tokens_file, key, servers) -> int:
     client = redis.Redis.from_url(redis_url)
     client.set(NAIVE_KEY, os.urandom(1024).hex())  # 2 KB
     store = SessionStore(client, TokenCipher(parse_encryption_keys(DEV_TOKEN_ENCRYPTION_KEY)), IDLE)
@@ -153,35 +157,43 @@ def measure(ports, issuer, bff, redis_url, tokens_file, key, server) -> int:
     fake_sessions(store, {**real_tokens, "expires_in": 7200}, 999, "filler")
     bff_direct = f"http://127.0.0.1:{ports['bff']}"
     session_headers = {"Cookie": f"bff={cookie}", "X-CSRF": "1"}
+    echo_headers = {"Authorization": f"Bearer {real_tokens['access_token']}"}
+    # (URL, headers, the servers whose workers' CPU the row costs)
     rows = {
-        "bare JSON": (f"{bff_direct}/bench/bare", {}),
-        "naive Redis GET 2 KB": (f"{bff_direct}/bench/naive", {}),
-        "/bff/user": (f"{bff_direct}/bff/user", session_headers),
-        "/api/echo via the BFF": (f"{bff_direct}/api/echo/data", session_headers),
-        "echo upstream direct": (
-            f"http://127.0.0.1:{ports['echo']}/data",
-            {"Authorization": f"Bearer {real_tokens['access_token']}"},
-        ),
+        "bare Flask app (separate)": (f"http://127.0.0.1:{ports['bare']}/", {}, ["bare"]),
+        "naive Redis GET 2 KB app (separate)": (f"http://127.0.0.1:{ports['naive']}/", {}, ["naive"]),
+        "bare JSON inside the BFF app": (f"{bff_direct}/bench/bare", {}, ["bff"]),
+        "naive GET inside the BFF app": (f"{bff_direct}/bench/naive", {}, ["bff"]),
+        "/bff/user": (f"{bff_direct}/bff/user", session_headers, ["bff"]),
+        "/api/echo via the BFF": (f"{bff_direct}/api/echo/data", session_headers, ["bff", "echo"]),
+        "echo upstream direct": (f"http://127.0.0.1:{ports['echo']}/data", echo_headers, ["echo"]),
     }
     runs: dict[str, list[dict]] = {name: [] for name in rows}
-    workers = worker_pids(server.process.pid)
+    workers = {name: worker_pids(server.process.pid) for name, server in servers.items()}
     for round_number in range(ROUNDS):
-        for name, (url, headers) in rows.items():
-            cpu_before = {pid: cpu_seconds(pid) for pid in workers}
+        for name, (url, headers, costs) in rows.items():
+            pids = [pid for server in costs for pid in workers[server]]
+            cpu_before = {pid: cpu_seconds(pid) for pid in pids}
             calls_before = redis_calls(client)
             result = wrk(url, headers)
             calls = redis_calls(client) - calls_before
-            used = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in workers}
-            total = sum(used.values()) or 1.0
-            result["redis_commands_per_request"] = round(calls / max(result["requests"], 1), 3)
-            result["worker_cpu_share"] = [round(used[pid] / total, 2) for pid in workers]
+            used = {pid: cpu_seconds(pid) - cpu_before[pid] for pid in pids}
+            served = max(result["requests"], 1)
+            result["redis_commands_per_request"] = round(calls / served, 3)
+            result["cpu_us_per_request"] = {
+                server: round(sum(used[pid] for pid in workers[server]) / served * 1e6) for server in costs
+            }
+            first = workers[costs[0]]
+            total = sum(used[pid] for pid in first) or 1.0
+            result["worker_cpu_share"] = [round(used[pid] / total, 2) for pid in first]
             runs[name].append(result)
-            print(f"round {round_number + 1} {name}: {result['rps']:.0f} req/s", flush=True)
+            print(f"round {round_number + 1} {name}: {result['rps']:.0f} req/s, {result['cpu_us_per_request']} µs CPU")
 
     table = []
-    naive_rps = statistics.median(r["rps"] for r in runs["naive Redis GET 2 KB"])
+    naive_rps = statistics.median(r["rps"] for r in runs["naive Redis GET 2 KB app (separate)"])
     for name, results in runs.items():
         rps = statistics.median(r["rps"] for r in results)
+        costs = rows[name][2]
         table.append(
             {
                 "row": name,
@@ -189,6 +201,9 @@ def measure(ports, issuer, bff, redis_url, tokens_file, key, server) -> int:
                 "p50_ms": round(statistics.median(r["p50_ms"] for r in results), 2),
                 "p99_ms": round(statistics.median(r["p99_ms"] for r in results), 2),
                 "ratio_to_naive": round(rps / naive_rps, 2),
+                "cpu_us_per_request": {
+                    s: round(statistics.median(r["cpu_us_per_request"][s] for r in results)) for s in costs
+                },
                 "redis_commands_per_request": results[-1]["redis_commands_per_request"],
                 "worker_cpu_share": results[-1]["worker_cpu_share"],
                 "errors": sum(r["errors"] for r in results),
@@ -280,11 +295,15 @@ def chart(results: dict, path: Path) -> None:
 
 
 def print_report(results: dict) -> None:
-    print(f"\n{'row':<24}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'x naive':>9}{'redis/req':>11}  worker CPU share")
+    print(
+        f"\n{'row':<38}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'x naive':>9}{'redis/req':>11}"
+        "  worker CPU µs/request  worker CPU share"
+    )
     for r in results["rows"]:
+        cpu = ", ".join(f"{server} {us}" for server, us in r["cpu_us_per_request"].items())
         print(
-            f"{r['row']:<24}{r['rps']:>8}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['ratio_to_naive']:>9}"
-            f"{r['redis_commands_per_request']:>11}  {r['worker_cpu_share']}"
+            f"{r['row']:<38}{r['rps']:>8}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['ratio_to_naive']:>9}"
+            f"{r['redis_commands_per_request']:>11}  {cpu:<22} {r['worker_cpu_share']}"
         )
     print(f"\nbytes per session in Redis: {results['bytes_per_session']}")
     print(f"/bff/user at scale: {results['scale']}")
