@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -68,21 +69,40 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def log_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        if not access_log.isEnabledFor(logging.INFO):
+            return response
         session = current_session()
         sub = session.get("sub") if session else None
         ref = session.ref if sub else None
-        access_log.info(
-            "%s %s %s",
-            request.method,
-            request.path,
-            response.status_code,
-            extra={
-                "method": request.method,
-                "path": request.path,  # never the query string: it can carry authorization codes
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
-                "session": ref.handle if ref else None,
-                "sub": sub,
-            },
+        write_access_line(
+            method=request.method,
+            path=request.path,  # never the query string: it can carry authorization codes
+            status=response.status_code,
+            duration_ms=round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+            session=ref.handle if ref else None,
+            sub=sub,
         )
         return response
+
+
+def write_access_line(*, method: str, path: str, status: int, **context: object) -> None:
+    """The request's access line, exactly as JsonFormatter would write it, but formatted once and
+    written in one call: a LogRecord, the handler chain and the formatter cost ~100 µs a request.
+    Where stderr is no file (a test client, a captured stream) it goes through logging instead."""
+    entry: dict[str, object] = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": "INFO",
+        "logger": access_log.name,
+        "message": f"{method} {path} {status}",
+    }
+    context = {"request_id": g.get("request_id"), "method": method, "path": path, "status": status, **context}
+    entry.update((k, v) for k, v in context.items() if v is not None)
+    line = (json.dumps(entry, default=str) + "\n").encode()
+    try:
+        os.write(_stderr_fd(), line)  # one write: whole lines even from many threads
+    except (OSError, ValueError):
+        access_log.info(entry["message"], extra={k: v for k, v in entry.items() if k in CONTEXT_FIELDS})
+
+
+def _stderr_fd() -> int:
+    return sys.stderr.fileno()

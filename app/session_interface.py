@@ -74,7 +74,17 @@ class BffSessionInterface(ServerSideSessionInterface):
     def save_session(self, app: Flask, session: ServerSideSession | None, response: Response) -> None:
         if session is None:
             return  # opening it failed (Redis down); the error response is already chosen
-        if session.modified and not session:
+        if not session.modified:
+            # Read-only (the common case): nothing to store, no cookie to set (GETEX already slid
+            # the idle expiry). Only `Vary: Cookie`, without Flask-Session's per-request work.
+            if session.accessed:
+                vary = response.headers.get("Vary")
+                if not vary:
+                    response.headers["Vary"] = "Cookie"
+                elif "cookie" not in vary.lower():
+                    response.headers["Vary"] = f"{vary}, Cookie"
+            return
+        if not session:
             if not cast(BffSession, session).ended:  # not already ended through end_sessions
                 self._delete_session(session.sid)
             response.delete_cookie(
