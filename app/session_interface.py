@@ -23,11 +23,17 @@ class BffSession(ServerSideSession):
     view has already ended it (so saving the emptied session deletes nothing a second time)."""
 
     ended: bool = False
+    _ref: tuple[str | None, SessionRef | None] = (None, None)  # (the sid it was made from, ref)
 
     @property
     def ref(self) -> SessionRef | None:
-        """None for anything but an id drawn at sign-in (a fresh, anonymous or forged cookie)."""
-        return SessionRef.from_session_id(self.sid or "")
+        """None for anything but an id drawn at sign-in (a fresh, anonymous or forged cookie).
+        Computed once per sid (a SHA-256): the view, the log line and the store all ask."""
+        sid, ref = self._ref
+        if sid != self.sid:
+            ref = SessionRef.from_session_id(self.sid or "")
+            self._ref = (self.sid, ref)
+        return ref
 
     @property
     def signed_in(self) -> bool:
