@@ -62,6 +62,18 @@ RESULTS = frozenset(
 )  # fmt: skip
 
 
+_duration_children: dict[tuple[str, str, str], Histogram] = {}
+
+
+def request_duration(labels: tuple[str, str, str]) -> Histogram:
+    """REQUEST_DURATION's child for these labels, looked up once per process (the label set is
+    fixed, so the cache is bounded): `.labels()` validates and locks on every call."""
+    child = _duration_children.get(labels)
+    if child is None:
+        child = _duration_children[labels] = REQUEST_DURATION.labels(*labels)
+    return child
+
+
 def method_label(method: str) -> str:
     return method if method in METHODS else "OTHER"
 

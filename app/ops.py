@@ -48,7 +48,7 @@ def observe(response: Response) -> Response:
     rule = request.url_rule.rule if request.url_rule else "unmatched"
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
     labels = (rule, metrics.method_label(request.method), metrics.status_label(response.status_code))
-    metrics.REQUEST_DURATION.labels(*labels).observe(elapsed)
+    metrics.request_duration(labels).observe(elapsed)
     return response
 
 
