@@ -3,8 +3,6 @@ Views only translate HTTP: each makes one call into login.py or signout.py."""
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, Response, after_this_request, jsonify, redirect, request
 from werkzeug.wrappers import Response as HttpResponse
 
@@ -25,17 +23,14 @@ from .login import (
 )
 from .security import csrf_protected, normalize_return_url
 from .session_interface import current_session
-from .sessions import now
+from .sessions import now, now_ms
 
 bp = Blueprint("bff", __name__, url_prefix="/bff")
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @bp.after_request
 def never_cache(response: Response) -> Response:
+    """Every /bff answer is about one browser (signout_views.py registers this hook too)."""
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -53,7 +48,7 @@ def login() -> HttpResponse:
         prompt=login_prompt(parse_prompt(request.args.get("prompt")), extensions.settings().oidc_prompt),
         cookie_prefix=extensions.settings().attempt_cookie_prefix,
         cookies=request.cookies,
-        now_ms=_now_ms(),
+        now_ms=now_ms(),
     )
     return start_attempt(redirect(start.authorization_url, code=302), start)
 
@@ -79,7 +74,7 @@ def callback() -> HttpResponse:
             cookies=request.cookies,
             cookie_prefix=settings.attempt_cookie_prefix,
             fetch_userinfo=settings.fetch_userinfo,
-            now_ms=_now_ms(),
+            now_ms=now_ms(),
         )
     if isinstance(result, ProbeResult):  # a logout's check, not a sign-in: nothing is stored
         return finish_signout(result.outcome, result.return_url)

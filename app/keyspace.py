@@ -57,6 +57,11 @@ class SessionRef:
 # Key names --------------------------------------------------------------------------------------
 
 
+def _short(value: str) -> str:
+    """132 bits of a value's SHA-256: unique enough to name its key, and no secret in Redis."""
+    return digest(value)[:22]
+
+
 def record_key(ref: SessionRef) -> str:
     return f"bff:{{{ref.tag}}}:s:{ref.key_id}"
 
@@ -66,13 +71,13 @@ def user_index_key(tag: str) -> str:
 
 
 def sid_index_key(tag: str, sid: str) -> str:
-    return f"bff:{{{tag}}}:sid:{digest(sid)[:22]}"
+    return f"bff:{{{tag}}}:sid:{_short(sid)}"
 
 
 def sid_pointer_key(sid: str) -> str:
     """Which users (a set of user tags) an IdP session id names, for logout tokens that carry a
     sid but no sub. Several users may share one sid (an IdP may reuse it after a switch)."""
-    return f"bff:sid:{{{digest(sid)[:22]}}}"
+    return f"bff:sid:{{{_short(sid)}}}"
 
 
 def all_sessions_member(ref: SessionRef) -> str:
@@ -85,8 +90,8 @@ def refresh_lock_key(ref: SessionRef) -> str:
 
 def logout_continuation_key(handle: str) -> str:
     """A `form_post` logout waiting for its one navigation to /bff/logout/continue (60 s)."""
-    return f"bff:logout:{{{digest(handle)[:22]}}}"
+    return f"bff:logout:{{{_short(handle)}}}"
 
 
 def jti_key(issuer: str, jti: str) -> str:
-    return f"bff:jti:{{{digest(issuer + ' ' + jti)[:22]}}}"
+    return f"bff:jti:{{{_short(issuer + ' ' + jti)}}}"

@@ -100,11 +100,8 @@ def failures(counter: Counter) -> Iterator[None]:
 @contextmanager
 def outcome(counter: Counter) -> Iterator[None]:
     """Count a step as `success`, or by the error code it failed with."""
-    try:
+    with failures(counter):
         yield
-    except BffError as error:
-        counter.labels(result_label(error.code)).inc()
-        raise
     counter.labels("success").inc()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -88,37 +89,22 @@ def _host_port(item: str, default_port: int) -> tuple[str, int]:
 def make_redis(target: RedisTarget, timeout: float) -> RedisClient:
     """A client with bounded timeouts and one quick retry, so a Redis outage answers in about
     2 × timeout instead of hanging workers; redis-py reconnects by itself when Redis is back."""
-    retry = Retry(ExponentialBackoff(cap=0.1, base=0.01), 1)
+    bounded: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+    }
     if target.kind == "single":
-        return redis.Redis.from_url(
-            target.url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry, health_check_interval=30
-        )
+        return redis.Redis.from_url(target.url, health_check_interval=30, **bounded)
+    credentials: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.kind == "sentinel":
         sentinel = Sentinel(
-            list(target.nodes),
-            sentinel_kwargs={"socket_timeout": timeout},
-            ssl=target.tls,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=retry,
-            username=target.username,
-            password=target.password,
+            list(target.nodes), sentinel_kwargs={"socket_timeout": timeout}, ssl=target.tls, **bounded, **credentials
         )
-        return sentinel.master_for(
-            target.master,
-            db=target.db,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=retry,
-            username=target.username,
-            password=target.password,
-        )
+        return sentinel.master_for(target.master, db=target.db, **bounded, **credentials)
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         ssl=target.tls,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=retry,
-        username=target.username,
-        password=target.password,
+        **bounded,
+        **credentials,
     )

@@ -53,6 +53,11 @@ def now() -> int:
     return int(time.time())
 
 
+def now_ms() -> int:
+    """Milliseconds, for what must order attempts started within one second."""
+    return time.time_ns() // 1_000_000
+
+
 @dataclass(frozen=True)
 class SessionFilter:
     """Which sessions to end: one session, every session of an IdP session id, or of a user."""

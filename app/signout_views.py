@@ -5,29 +5,22 @@ Views only translate HTTP: each makes one call into signout.py or login.py."""
 from __future__ import annotations
 
 import secrets
-import time
 
 from flask import Blueprint, Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as HttpResponse
 
 from . import extensions, metrics, signout
-from .bff import finish_signout, set_bff_cookie, start_attempt
+from .bff import finish_signout, never_cache, set_bff_cookie, start_attempt
 from .errors import BffError
 from .login import begin_login
 from .security import csrf_protected
 from .session_interface import current_session
+from .sessions import now_ms
 
 bp = Blueprint("signout", __name__, url_prefix="/bff")
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@bp.after_request
-def never_cache(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    return response
+bp.after_request(never_cache)
 
 
 @bp.post("/logout")
@@ -47,7 +40,7 @@ def logout() -> Response:
         has_cookie=settings.cookie_name in request.cookies,
     )
     response = jsonify(logout_url=done.url)
-    value = signout.seal_logout_state(extensions.cookie_sealer(), settings.logout_cookie_name, done.state, _now_ms())
+    value = signout.seal_logout_state(extensions.cookie_sealer(), settings.logout_cookie_name, done.state, now_ms())
     set_bff_cookie(response, settings.logout_cookie_name, value, max_age=signout.LOGOUT_COOKIE_TTL)
     return response
 
@@ -63,7 +56,7 @@ def logged_out() -> HttpResponse:
         settings.logout_cookie_name,
         request.cookies.get(settings.logout_cookie_name, ""),
         request.args.get("state", ""),
-        _now_ms(),
+        now_ms(),
     )
     if not ours:  # someone else's return, or none: this browser's pending logout (if any) stays
         return finish_signout("unconfirmed", settings.post_logout_return_url)
@@ -77,7 +70,7 @@ def logged_out() -> HttpResponse:
             prompt="none",
             cookie_prefix=settings.attempt_cookie_prefix,
             cookies=request.cookies,
-            now_ms=_now_ms(),
+            now_ms=now_ms(),
             probe=True,
         )
         response = start_attempt(redirect(start.authorization_url, code=302), start)
@@ -101,7 +94,7 @@ def logout_continue() -> Response:
 
     def ours(state: str) -> bool:
         return signout.logout_state_matches(
-            extensions.cookie_sealer(), settings.logout_cookie_name, cookie, state, _now_ms()
+            extensions.cookie_sealer(), settings.logout_cookie_name, cookie, state, now_ms()
         )
 
     if values is None or endpoint is None or not signout.continuation_for_this_browser(values, ours):
