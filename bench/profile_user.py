@@ -1,7 +1,7 @@
 """Where `/bff/user`'s microseconds go: the BFF's WSGI app called in-process against a real
 redis-server, beside the separate naive baseline app, under cProfile. Prints a Markdown table.
 
-    .venv/bin/python -m bench.profile_user [requests]
+    .venv/bin/python -m bench.profile_user [requests] [--top]
 
 In-process figures leave out gunicorn's own per-request work (parsing, writing), which every row
 of `make bench` pays alike; they show what the BFF adds on top of a hand-written session check.
@@ -25,14 +25,16 @@ from dev.stack import bff_env, free_port, start_redis
 COMPONENTS = [
     ("Flask-Session: open the session, its GETEX included", "open_session"),
     ("... of which the Redis round trip (redis-py's command)", "execute_command"),
-    ("msgpack decode of the record", "decode"),
-    ("Flask-Session: save the session", "save_session"),
-    ("JSON access line (hook, record, formatter, write)", "log_request"),
-    ("metrics (request histogram)", "observe"),
-    ("security headers hook", "security_headers"),
-    ("request id hook", "start_request"),
-    ("oversized-body hook", "refuse_oversized_bodies"),
-    ("the view (checks, claims, jsonify)", "user"),
+    ("... of which the cookie's SHA-256 (the record's key)", "digest"),
+    ("... of which msgpack decode of the record", "decode"),
+    ("Flask-Session: save the session (read-only: `Vary` only)", "save_session"),
+    ("the view (CSRF check, claims, JSON answer)", "user"),
+    ("... of which the JSON answer (msgspec provider)", "response"),
+    ("before hook: request id, declared body size", "begin_request"),
+    ("after hook: security headers, metric, access line", "finish_request"),
+    ("... of which the JSON access line (format, one write)", "write_access_line"),
+    ("... of which the latency histogram", "observe"),
+    ("... of which the security headers", "add_security_headers"),
 ]
 
 
@@ -69,7 +71,8 @@ def per_request_us(app, path: str, cookie: str, count: int) -> float:
 
 
 def main() -> int:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    args = [a for a in sys.argv[1:] if a != "--top"]
+    count = int(args[0]) if args else 5000
     work = Path(tempfile.mkdtemp(prefix="bff-profile-"))
     port = free_port()
     redis = start_redis(port, work)
@@ -86,7 +89,8 @@ def main() -> int:
         logs.configure(settings.log_level)
         import logging
 
-        logging.getLogger().handlers[0].stream = log_file  # as gunicorn would write them, not to a tty
+        logging.getLogger().handlers[0].stream = log_file
+        os.dup2(log_file.fileno(), 2)  # the access line's own write goes to fd 2: a file, as under gunicorn
         app = create_app(settings)
         store = app.extensions["bff"].store
         forged = forge.stored_session(store, "profiled", sid="profiled-sid")
@@ -115,6 +119,8 @@ def main() -> int:
         for label, us in rows:
             print(f"| {label} | {us:.0f} |")
         print(f"| everything (cProfile slows each call about twofold) | {stats.total_tt / count * 1e6:.0f} |")
+        if "--top" in sys.argv:  # the functions themselves, for finding the next cut
+            stats.sort_stats("tottime").print_stats(35)
         return 0
     finally:
         redis.stop()

@@ -6,7 +6,11 @@ project's own store code, then drives wrk (2 threads, 16 connections, reconnecti
 request) over each row for BENCH_SECONDS, alternating the rows over BENCH_ROUNDS rounds, and
 records each worker's share of the BFF's CPU. Writes bench/results/latest.json and latest.png.
 
-Environment: BENCH_SECONDS (5), BENCH_ROUNDS (2), BENCH_BIG_SESSIONS (1000000).
+Environment: BENCH_SECONDS (5), BENCH_ROUNDS (2), BENCH_BIG_SESSIONS (1000000), BENCH_ROWS (a
+comma-separated list of words: only the rows whose name holds one of them, for measuring a change
+quickly; such a partial run skips the scale and back-channel figures and writes partial.json),
+BENCH_COMPARE (the path of another checkout, e.g. a `git worktree` of the previous commit: its
+BFF is served too, and every BFF row is measured on both, alternated, in the same run).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ BIG = int(os.environ.get("BENCH_BIG_SESSIONS", "1000000"))
 RESULTS = ROOT / "bench" / "results"
 LUA = ROOT / "bench" / "reconnect.lua"
 IDLE = 8 * 3600
+COMPARE = Path(os.environ["BENCH_COMPARE"]).resolve() if os.environ.get("BENCH_COMPARE") else None
+ONLY = [word.strip() for word in os.environ.get("BENCH_ROWS", "").split(",") if word.strip()]
 
 
 def wrk(url: str, headers: dict[str, str], connections: int = 16, threads: int = 2) -> dict:
@@ -106,7 +112,7 @@ def fake_sessions(store: SessionStore, tokens: dict, count: int, sub_prefix: str
 def main() -> int:
     work = ROOT / ".run" / "bench"
     work.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("redis", "idp", "echo", "bff", "bare", "naive")}
+    ports = {name: free_port() for name in ("redis", "idp", "echo", "bff", "bare", "naive", "compare")}
     issuer = f"http://127.0.0.1:{ports['idp']}/realms/bench"
     bff = f"http://localhost:{ports['bff']}"
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
@@ -140,6 +146,10 @@ def main() -> int:
         naive = start_bff(ports["naive"], baseline_env, work / "naive.log", app="bench.naive_app:app", ready="/")
         services += [bare, naive]
         servers = {"bff": server, "bare": bare, "naive": naive, "echo": services[2]}
+        if COMPARE:
+            log = work / "compare.log"
+            servers["compare"] = start_bff(ports["compare"], env, log, app="bench.app:app", checkout=COMPARE)
+            services.append(servers["compare"])
         return measure(ports, issuer, bff, redis_url, tokens_file, key, servers)
     finally:
         for service in reversed(services):
@@ -168,6 +178,17 @@ def measure(ports, issuer, bff, redis_url, tokens_file, key, servers) -> int:
         "/api/echo via the BFF": (f"{bff_direct}/api/echo/data", session_headers, ["bff", "echo"]),
         "echo upstream direct": (f"http://127.0.0.1:{ports['echo']}/data", echo_headers, ["echo"]),
     }
+    if COMPARE:
+        compare_direct = f"http://127.0.0.1:{ports['compare']}"
+        paired = {}
+        for name, (url, headers, costs) in rows.items():
+            paired[name] = (url, headers, costs)
+            if costs[0] == "bff":  # right after its row, so that both see the same machine
+                compared = url.replace(bff_direct, compare_direct)
+                paired[f"{name} [{COMPARE.name}]"] = (compared, headers, ["compare", *costs[1:]])
+        rows = paired
+    if ONLY:
+        rows = {name: row for name, row in rows.items() if any(word in name for word in ONLY)}
     runs: dict[str, list[dict]] = {name: [] for name in rows}
     workers = {name: worker_pids(server.process.pid) for name, server in servers.items()}
     for round_number in range(ROUNDS):
@@ -190,7 +211,8 @@ def measure(ports, issuer, bff, redis_url, tokens_file, key, servers) -> int:
             print(f"round {round_number + 1} {name}: {result['rps']:.0f} req/s, {result['cpu_us_per_request']} µs CPU")
 
     table = []
-    naive_rps = statistics.median(r["rps"] for r in runs["naive Redis GET 2 KB app (separate)"])
+    naive_runs = runs.get("naive Redis GET 2 KB app (separate)") or [{"rps": float("nan")}]
+    naive_rps = statistics.median(r["rps"] for r in naive_runs)
     for name, results in runs.items():
         rps = statistics.median(r["rps"] for r in results)
         costs = rows[name][2]
@@ -210,6 +232,12 @@ def measure(ports, issuer, bff, redis_url, tokens_file, key, servers) -> int:
             }
         )
 
+    if ONLY:
+        partial = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": table}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "partial.json").write_text(json.dumps(partial, indent=2) + "\n")
+        print_rows(table)
+        return 0
     ref = SessionRef.from_session_id(cookie)
     record = store.read(ref)
     memory = {
@@ -295,20 +323,24 @@ def chart(results: dict, path: Path) -> None:
 
 
 def print_report(results: dict) -> None:
+    print_rows(results["rows"])
+    print(f"\nbytes per session in Redis: {results['bytes_per_session']}")
+    print(f"/bff/user at scale: {results['scale']}")
+    print(f"back-channel logout, ms by sessions of the user: {results['backchannel_logout_ms']}")
+    print(f"\nwritten: {RESULTS / 'latest.json'} and latest.png")
+
+
+def print_rows(rows: list[dict]) -> None:
     print(
         f"\n{'row':<38}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'x naive':>9}{'redis/req':>11}"
         "  worker CPU µs/request  worker CPU share"
     )
-    for r in results["rows"]:
+    for r in rows:
         cpu = ", ".join(f"{server} {us}" for server, us in r["cpu_us_per_request"].items())
         print(
             f"{r['row']:<38}{r['rps']:>8}{r['p50_ms']:>9}{r['p99_ms']:>9}{r['ratio_to_naive']:>9}"
             f"{r['redis_commands_per_request']:>11}  {cpu:<22} {r['worker_cpu_share']}"
         )
-    print(f"\nbytes per session in Redis: {results['bytes_per_session']}")
-    print(f"/bff/user at scale: {results['scale']}")
-    print(f"back-channel logout, ms by sessions of the user: {results['backchannel_logout_ms']}")
-    print(f"\nwritten: {RESULTS / 'latest.json'} and latest.png")
 
 
 if __name__ == "__main__":

@@ -276,10 +276,17 @@ def bff_env(public_url: str, issuer: str, redis_url: str, **overrides: str) -> d
 
 
 def start_bff(
-    port: int, env: dict[str, str], log_path: Path, workers: int = 2, app: str = "wsgi:app", ready: str = "/healthz"
+    port: int,
+    env: dict[str, str],
+    log_path: Path,
+    workers: int = 2,
+    app: str = "wsgi:app",
+    ready: str = "/healthz",
+    checkout: Path = ROOT,
 ) -> Service:
-    """The BFF (or another WSGI `app`, e.g. a benchmark baseline) under the BFF's own gunicorn.conf.py."""
+    """The BFF (or another WSGI `app`, e.g. a benchmark baseline) under the BFF's own gunicorn.conf.py,
+    from this checkout or another one (`make bench` can compare two)."""
     args = [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
-    service = Service("bff", [*args, "--workers", str(workers), app], log_path, env)
+    service = Service("bff", [*args, "--workers", str(workers), app], log_path, env, cwd=checkout)
     service.wait_until(lambda: requests.get(f"http://127.0.0.1:{port}{ready}", timeout=1).ok)
     return service
