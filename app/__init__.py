@@ -9,7 +9,19 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import bff, cli, extensions, logs, ops, proxy, security, session_interface, signout_views, spa
+from . import (
+    bff,
+    cli,
+    extensions,
+    json_responses,
+    ops,
+    proxy,
+    request_cycle,
+    security,
+    session_interface,
+    signout_views,
+    spa,
+)
 from .config import Settings, load_settings
 from .crypto import CookieSealer, TokenCipher
 from .extensions import Services
@@ -68,10 +80,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.url_map.strict_slashes = False
     services = build_services(settings)
     extensions.install(app, services)
+    json_responses.init_app(app)
     session_interface.init_app(app, services.store)
     cli.init_app(app)
-    security.init_app(app, https=settings.https)
-    logs.init_app(app)
+    security.init_app(app)
+    request_cycle.init_app(app, https=settings.https)
     ops.init_app(app)
     app.register_blueprint(bff.bp)
     app.register_blueprint(signout_views.bp)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify
 from redis.exceptions import RedisError
 
 from . import extensions, metrics
@@ -43,15 +41,5 @@ def scrape() -> Response:
     return Response(body, content_type=content_type)
 
 
-def observe(response: Response) -> Response:
-    """Latency by route (the rule, not the path: label values stay few)."""
-    rule = request.url_rule.rule if request.url_rule else "unmatched"
-    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    labels = (rule, metrics.method_label(request.method), metrics.status_label(response.status_code))
-    metrics.request_duration(labels).observe(elapsed)
-    return response
-
-
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    app.after_request(observe)

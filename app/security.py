@@ -14,8 +14,9 @@ from html import escape
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Request, Response, jsonify, request
 from redis.exceptions import RedisError
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, RequestEntityTooLarge
 
 from . import metrics
@@ -152,32 +153,31 @@ _HTTP_CODES = {
 }
 
 
-def init_app(app: Flask, https: bool) -> None:
-    """Route every failure through `error_response`, so no stack trace or token reaches a client,
-    and put the security headers on every response."""
+def add_security_headers(headers: Headers, mimetype: str | None, https: bool) -> None:
+    """On every response (request_cycle.py): no MIME sniffing, no Referer, a strict CSP on HTML
+    that has none of its own, HSTS over https."""
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "no-referrer"
+    if mimetype == "text/html" and "Content-Security-Policy" not in headers:
+        headers["Content-Security-Policy"] = STRICT_HTML_CSP
+    if https:
+        headers["Strict-Transport-Security"] = HSTS
 
-    @app.after_request
-    def security_headers(response: Response) -> Response:
-        headers = response.headers
-        headers["X-Content-Type-Options"] = "nosniff"
-        headers["Referrer-Policy"] = "no-referrer"
-        if response.mimetype == "text/html" and "Content-Security-Policy" not in headers:
-            headers["Content-Security-Policy"] = STRICT_HTML_CSP
-        if https:
-            headers["Strict-Transport-Security"] = HSTS
-        return response
 
-    @app.before_request
-    def refuse_oversized_bodies() -> None:
-        # Werkzeug enforces the limit only while a view reads the body; refuse a declared
-        # oversized body up front. The proxy raises its own limit before this runs. Most requests
-        # declare no body: they cost one environ lookup here.
-        if not request.environ.get("CONTENT_LENGTH"):
-            return
-        limit = request.max_content_length
-        if limit is not None and (request.content_length or 0) > limit:
-            drain(request.environ["wsgi.input"], request.content_length)
-            raise RequestEntityTooLarge()
+def refuse_oversized_body(req: Request) -> None:
+    """Werkzeug enforces the size limit only while a view reads the body; refuse a declared
+    oversized body up front (request_cycle.py). The proxy raises its own limit before this runs.
+    Most requests declare no body: they cost one environ lookup here."""
+    if not req.environ.get("CONTENT_LENGTH"):
+        return
+    limit = req.max_content_length
+    if limit is not None and (req.content_length or 0) > limit:
+        drain(req.environ["wsgi.input"], req.content_length)
+        raise RequestEntityTooLarge()
+
+
+def init_app(app: Flask) -> None:
+    """Route every failure through `error_response`, so no stack trace or token reaches a client."""
 
     @app.errorhandler(BffError)
     def handle_bff_error(error: BffError) -> Response:
