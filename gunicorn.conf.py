@@ -81,8 +81,10 @@ control_socket_disable = True
 limit_request_field_size = 16384
 # ... and fewer lines than gunicorn's default 100, so a request's headers stay bounded (50 x 16 KB).
 limit_request_fields = 50
-# The app writes one JSON access line per request (app/logs.py); gunicorn's would duplicate it.
+# The app writes one JSON access line per request (app/logs.py); gunicorn's would duplicate it,
+# and this logger class skips even the building of gunicorn's (app/server_settings.py).
 accesslog = None
+logger_class = "app.server_settings.AppAccessLinesLogger"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
