@@ -8,7 +8,7 @@ PY_STAMP := $(VENV)/.installed
 NODE_STAMP := dev/idp/node_modules/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test bench lint system-deps deps clean
+.PHONY: run test bench profile lint system-deps deps clean
 
 run: deps
 	@$(PY) -m dev.run
@@ -23,6 +23,11 @@ test: deps
 bench: deps $(BENCH_STAMP)
 	@sh scripts/system-deps.sh wrk
 	$(PY) -m bench.run
+
+# Where /bff/user's CPU goes under load, beside the naive app (py-spy on a gunicorn worker).
+profile: deps $(BENCH_STAMP)
+	@sh scripts/system-deps.sh wrk
+	$(PY) -m bench.profile_load
 
 lint: $(PY_STAMP)
 	$(VENV)/bin/ruff check .
