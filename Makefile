@@ -14,7 +14,7 @@ run: deps
 	@$(PY) -m dev.run
 
 test: deps
-	@sh scripts/system-deps.sh docker-compose chromium
+	@sh scripts/system-deps.sh docker-compose chromium nginx
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

@@ -10,6 +10,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import (
+    authz,
     bff,
     cli,
     extensions,
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(bff.bp)
     app.register_blueprint(signout_views.bp)
     app.register_blueprint(proxy.bp)
+    app.register_blueprint(authz.bp)
     if settings.serve_spa:
         app.register_blueprint(spa.bp)
 

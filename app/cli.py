@@ -1,4 +1,5 @@
 """`flask --app wsgi sessions ...`: who is signed in, since when, from where; end any session.
+`flask --app wsgi nginx-config`: the nginx configuration for these settings (nginx_config.py).
 
 Prints handles, never cookie values or tokens: nothing shown here grants access.
 """
@@ -6,6 +7,7 @@ Prints handles, never cookie values or tokens: nothing shown here grants access.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -15,6 +17,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from . import extensions
+from .nginx_config import MODES, NginxOptions, render
 from .sessions import SessionFilter, SessionInfo
 from .signout import end_sessions
 
@@ -112,5 +115,35 @@ def count_sessions() -> None:
     click.echo(len(store.describe(list(store.all_refs()))))
 
 
+@click.command("nginx-config", help="Write the nginx configuration for these settings (README, behind nginx).")
+@click.option("--bff", "bff_address", default=NginxOptions.bff_address, show_default=True, help="gunicorn's address.")
+@click.option("--listen", default=NginxOptions.listen, show_default=True, help="nginx's https port.")
+@click.option(
+    "--http-redirect", "http_port", default=80, show_default=True, help="http port redirecting to https; 0: none."
+)
+@click.option("--cert", "certificate", default=NginxOptions.certificate, show_default=True)
+@click.option("--key", "certificate_key", default=NginxOptions.certificate_key, show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="offload", show_default=True, help="Who proxies /api.")
+@click.option("--output", type=click.Path(dir_okay=False), default="-", help="File to write (mode 600); - for stdout.")
+def nginx_config_command(
+    bff_address: str, listen: int, http_port: int, certificate: str, certificate_key: str, mode: str, output: str
+) -> None:
+    settings = extensions.settings()
+    if mode == "offload" and not settings.authz_secret:
+        raise click.ClickException("--mode offload needs BFF_AUTHZ_SECRET (nginx sends it to /bff/authz)")
+    options = NginxOptions(bff_address, listen, http_port or None, certificate, certificate_key, mode)
+    try:
+        text = render(settings, options)
+    except ValueError as error:
+        raise click.ClickException(f"BFF_API_UPSTREAMS: {error}") from None
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the secret
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(sessions_cli)
+    app.cli.add_command(nginx_config_command)

@@ -53,6 +53,7 @@ class Settings:
     api_max_body: int = 10 * 1024 * 1024
     refresh_skew: int = 30
     trusted_proxies: int = 0
+    authz_secret: str = ""  # empty: GET /bff/authz is off (404)
     redis_timeout: float = 1.0
     log_level: str = "INFO"
 
@@ -139,6 +140,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         api_max_body=env.number(environ, "BFF_API_MAX_BODY", DEFAULT["api_max_body"], whole=True, unit="bytes"),
         refresh_skew=env.number(environ, "BFF_REFRESH_SKEW", DEFAULT["refresh_skew"], whole=True),
         trusted_proxies=env.count(environ, "BFF_TRUSTED_PROXIES"),
+        authz_secret=_authz_secret(environ, "BFF_AUTHZ_SECRET"),
         redis_timeout=env.number(environ, "BFF_REDIS_TIMEOUT", DEFAULT["redis_timeout"], whole=False, maximum=30),
         log_level=env.choice(environ, "BFF_LOG_LEVEL", LOG_LEVELS, DEFAULT["log_level"], str.upper),
     )
@@ -149,6 +151,14 @@ def _local_path(environ: Mapping[str, str], name: str, default: str) -> str:
     if value is None:
         raise ConfigError(f"{name}: must be a path on this site, such as /signed-out")
     return value
+
+
+def _authz_secret(environ: Mapping[str, str], name: str) -> str:
+    """Shared by nginx and the BFF only: long enough not to be guessed, and header-safe."""
+    secret = environ.get(name, "").strip()
+    if secret and (len(secret) < 32 or not secret.isascii() or not secret.isprintable() or " " in secret):
+        raise ConfigError(f"{name}: must be at least 32 printable ASCII characters without spaces")
+    return secret
 
 
 def _prompt(environ: Mapping[str, str], name: str) -> str | None:

@@ -39,6 +39,9 @@ REFRESHES = Counter(
 PROXY_REQUESTS = Counter(
     "bff_proxy_requests_total", "Requests through /api, by upstream and status.", ["upstream", "status"]
 )
+AUTHZ_DECISIONS = Counter(
+    "bff_authz_decisions_total", "GET /bff/authz answers to nginx, by upstream and status.", ["upstream", "status"]
+)
 REQUEST_DURATION = Histogram(
     "bff_request_duration_seconds",
     "Time to the response's headers, by route, method and status.",

@@ -26,6 +26,7 @@ from .proxy_paths import api_tail, raw_path, upstream_url
 from .refresh import access_token_for
 from .security import csrf_protected, drain
 from .session_interface import current_session
+from .upstreams import Upstream
 
 log = logging.getLogger(__name__)
 bp = Blueprint("proxy", __name__, url_prefix="/api")
@@ -93,18 +94,11 @@ def count(response: Response) -> Response:
 @csrf_protected
 def forward(name: str, path: str) -> Response:
     """Forward to upstream `name` with `Authorization: Bearer <access token>`."""
-    settings, session = extensions.settings(), current_session()
-    ref = session.ref
-    if not session.signed_in or ref is None:  # first: anonymous callers learn nothing, not even names
-        raise BffError(401, "unauthenticated", "No one is signed in.")
-    upstream = settings.api_upstreams.get(name)
-    if upstream is None:
-        raise BffError(404, "unknown_upstream", f"No API is configured under /api/{name}.")
+    settings = extensions.settings()
     prefix = f"{request.script_root}/api/{name}"
-    tail = api_tail(raw_path(request.environ), prefix + "/")
-    url = upstream_url(upstream.url, tail, request.query_string.decode("latin-1"))
+    upstream, url = checked_target(name, raw_path(request.environ), prefix, request.query_string.decode("latin-1"))
     body = _request_body(settings.api_max_body)
-    token = access_token_for(extensions.store(), extensions.provider(), ref, dict(session), skew=settings.refresh_skew)
+    token = session_access_token()
     answer = _send(url, body, _upstream_headers(token, name, upstream.forward_headers, body), name, settings)
     headers = relayed_response_headers(answer.headers.items(), upstream.return_headers, answer.status)
     location = answer.headers.get("Location")
@@ -114,6 +108,29 @@ def forward(name: str, path: str) -> Response:
     if "Content-Type" not in answer.headers:
         del response.headers["Content-Type"]  # not Flask's text/html default: the browser must not guess
     return response
+
+
+def checked_target(name: str, path: str, prefix: str, query: str) -> tuple[Upstream, str]:
+    """The checks every API call passes before any token is looked at, whoever forwards it (this
+    proxy, or nginx after `GET /bff/authz`): someone is signed in (checked first, so anonymous
+    callers learn nothing, not even upstream names), `name` is configured, and the raw `path`
+    under `prefix` stays under the upstream's base. Returns the upstream and its URL."""
+    session = current_session()
+    if not session.signed_in or session.ref is None:
+        raise BffError(401, "unauthenticated", "No one is signed in.")
+    upstream = extensions.settings().api_upstreams.get(name)
+    if upstream is None:
+        raise BffError(404, "unknown_upstream", f"No API is configured under /api/{name}.")
+    tail = api_tail(path, prefix + "/")
+    return upstream, upstream_url(upstream.url, tail, query)
+
+
+def session_access_token() -> str:
+    """The signed-in session's access token, refreshed first under its lock when due."""
+    session, settings = current_session(), extensions.settings()
+    ref = session.ref
+    assert ref is not None  # checked_target ran first
+    return access_token_for(extensions.store(), extensions.provider(), ref, dict(session), skew=settings.refresh_skew)
 
 
 def _request_body(limit: int) -> Any:

@@ -55,7 +55,7 @@ class Agent(requests.Session):
 
     @property
     def session_cookie(self) -> str | None:
-        return self.cookies.get("bff")
+        return self.cookies.get("bff") or self.cookies.get("__Host-bff")  # over https: __Host-bff
 
     # A person at the IdP ------------------------------------------------------------------------
 

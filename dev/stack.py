@@ -256,6 +256,44 @@ def start_echo(port: int, issuer: str, workdir: Path) -> Service:
     return service
 
 
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx(port: int, site: str, workdir: Path, name: str = "nginx") -> Service:
+    """nginx in the foreground with `site` (e.g. `flask nginx-config`'s output) as its `http`
+    block, every file under a folder of its own, ready once `port` accepts connections."""
+    home = workdir / f"{name}-{port}"
+    (home / "temp").mkdir(parents=True, exist_ok=True)
+    (home / "site.conf").write_text(site)
+    temp = home / "temp"
+    (home / "nginx.conf").write_text(
+        f"""worker_processes 1;
+pid {home}/nginx.pid;
+error_log {home}/error.log warn;
+{"user root root;" if os.geteuid() == 0 else ""}
+events {{ worker_connections 1024; }}
+http {{
+    access_log {home}/access.log;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    include {home}/site.conf;
+}}
+"""
+    )
+    args = [NGINX, "-p", str(home), "-c", str(home / "nginx.conf"), "-g", "daemon off;"]
+    service = Service(name, args, home / "stdout.log")
+
+    def accepting() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    service.wait_until(accepting)
+    return service
+
+
 def bff_env(public_url: str, issuer: str, redis_url: str, **overrides: str) -> dict[str, str]:
     return {
         "BFF_PUBLIC_URL": public_url,

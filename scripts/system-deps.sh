@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the Debian packages the project needs, when missing: as root through apt-get (after an
 # `apt-get update`, which a new machine needs), otherwise one line saying what to install.
-# Usage: scripts/system-deps.sh [chromium]
+# Usage: scripts/system-deps.sh [chromium] [nginx] [other commands named as their package]
 set -eu
 need=""
 command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
@@ -11,6 +11,7 @@ command -v npm >/dev/null 2>&1 || need="$need npm"
 for extra in "$@"; do
   case "$extra" in
     chromium) [ -x /usr/bin/chromium ] || need="$need chromium" ;;
+    nginx) [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need="$need nginx" ;;
     *) command -v "$extra" >/dev/null 2>&1 || need="$need $extra" ;;
   esac
 done

@@ -35,6 +35,7 @@ from dev.stack import (
 from support.capture import CaptureUpstream
 
 API_MAX_BODY = 1024 * 1024
+AUTHZ_SECRET = "test-authz-secret-0123456789abcdefghijklmnop"  # what nginx would send to /bff/authz
 
 
 @dataclass
@@ -148,6 +149,7 @@ def stack(workdir):
             BFF_API_UPSTREAMS=json.dumps(upstreams),
             BFF_API_TIMEOUT="2",
             BFF_API_MAX_BODY=str(API_MAX_BODY),
+            BFF_AUTHZ_SECRET=AUTHZ_SECRET,
         )
         services.append(start_bff(ports["bff"], env, workdir / "bff.log"))
         hint_env = bff_env(bff_hint_url, issuer, redis_url, BFF_LOGOUT_MODE="id_token_hint")

@@ -1,0 +1,67 @@
+"""The nginx configuration is written from the BFF's settings: pure text checks here; a real
+nginx runs it in tests/integration/test_nginx.py."""
+
+import json
+
+import pytest
+
+from app.config import load_settings
+from app.crypto import generate_key
+from app.nginx_config import NginxOptions, render
+from app.proxy_headers import FORWARDED_REQUEST_HEADERS, NEVER_RELAYED
+
+SECRET = "s" * 40
+
+
+def settings(upstreams: dict, **env: str):
+    return load_settings(
+        {
+            "BFF_PUBLIC_URL": "https://app.example.com",
+            "BFF_OIDC_ISSUER": "https://idp.example.com/realms/x",
+            "BFF_OIDC_CLIENT_ID": "bff",
+            "BFF_OIDC_CLIENT_SECRET": "secret",
+            "BFF_SECRET_KEY": "k" * 40,
+            "BFF_TOKEN_ENCRYPTION_KEY": generate_key(),
+            "BFF_API_UPSTREAMS": json.dumps(upstreams),
+            "BFF_AUTHZ_SECRET": SECRET,
+            **env,
+        }
+    )
+
+
+def location(text: str, path: str) -> str:
+    start = text.index(f"location {path} {{")
+    return text[start : text.index("\n    }", start)]
+
+
+def test_each_upstream_gets_an_offloaded_location_with_the_allow_listed_headers_only():
+    text = render(settings({"orders": "https://orders.internal/v2", "echo": "http://10.0.0.5:8080"}), NginxOptions())
+    orders = location(text, "/api/orders/")
+    assert "proxy_pass https://bff_api_orders$bff_upstream_path;" in orders
+    assert "proxy_set_header Host orders.internal;" in orders and "proxy_ssl_verify on;" in orders
+    assert "proxy_pass_request_headers off;" in orders
+    forwarded = {line.split()[1].lower() for line in orders.splitlines() if "$http_" in line}
+    assert forwarded == FORWARDED_REQUEST_HEADERS - {"content-length"}
+    hidden = {line.split()[1].lower().rstrip(";") for line in orders.splitlines() if "proxy_hide_header" in line}
+    assert NEVER_RELAYED - {"connection", "keep-alive", "transfer-encoding"} <= hidden
+    assert "server 10.0.0.5:8080;" in text and "server orders.internal:443;" in text
+
+
+def test_the_secret_is_sent_only_by_the_internal_location_and_cleared_everywhere_else():
+    text = render(settings({"echo": "http://10.0.0.5:8080"}), NginxOptions())
+    internal = location(text, "= /_bff_authz")
+    assert "internal;" in internal and f'X-BFF-Authz-Secret "{SECRET}"' in internal
+    assert text.count(SECRET) == 1
+    assert 'proxy_set_header X-BFF-Authz-Secret "";' in location(text, "/api/echo/")
+
+
+def test_python_mode_has_no_api_location_and_no_secret():
+    text = render(settings({"echo": "http://10.0.0.5:8080"}), NginxOptions(mode="python"))
+    assert "location /api/" not in text
+    assert SECRET not in text and "auth_request" not in text
+
+
+def test_a_forwarded_header_nginx_cannot_name_is_refused():
+    odd = settings({"echo": {"url": "http://10.0.0.5:8080", "forward_headers": ["X.Tenant"]}})
+    with pytest.raises(ValueError, match=r"x\.tenant"):
+        render(odd, NginxOptions())
