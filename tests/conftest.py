@@ -4,7 +4,7 @@ from dev.stack import Service
 
 # The real components (Redis, the dev IdP, the sample API, the BFF), shared by integration and
 # browser tests and started once per run, on first use.
-pytest_plugins = ["support.stack_fixtures"]
+pytest_plugins = ["support.stack_fixtures", "support.tls_fixtures"]
 
 
 def pytest_collection_modifyitems(config, items):

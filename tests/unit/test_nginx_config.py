@@ -2,6 +2,7 @@
 nginx runs it in tests/integration/test_nginx.py."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,35 @@ def test_a_forwarded_header_nginx_cannot_name_is_refused():
     odd = settings({"echo": {"url": "http://10.0.0.5:8080", "forward_headers": ["X.Tenant"]}})
     with pytest.raises(ValueError, match=r"x\.tenant"):
         render(odd, NginxOptions())
+
+
+# deploy/nginx/example.conf is this output, committed so that readers see a whole configuration;
+# after a change to nginx_config.py, rewrite it with: .venv/bin/python -m tests.unit.test_nginx_config
+EXAMPLE = Path(__file__).parents[2] / "deploy" / "nginx" / "example.conf"
+EXAMPLE_ENV = {
+    "BFF_PUBLIC_URL": "https://app.example.com",
+    "BFF_OIDC_ISSUER": "https://idp.example.com/realms/demo",
+    "BFF_OIDC_CLIENT_ID": "bff",
+    "BFF_OIDC_CLIENT_SECRET": "unused-here",
+    "BFF_SECRET_KEY": "unused-here-but-at-least-32-characters-long",
+    "BFF_TOKEN_ENCRYPTION_KEY": "A" * 43,
+    "BFF_AUTHZ_SECRET": "REPLACE-WITH-YOUR-BFF_AUTHZ_SECRET-value",
+    "BFF_API_UPSTREAMS": json.dumps(
+        {"orders": "http://orders.internal:8080/v1", "billing": {"url": "https://billing.internal/api"}}
+    ),
+}
+EXAMPLE_OPTIONS = NginxOptions(
+    certificate="/etc/nginx/tls/app.example.com.pem", certificate_key="/etc/nginx/tls/app.example.com.key"
+)
+
+
+def example() -> str:
+    return render(load_settings(EXAMPLE_ENV), EXAMPLE_OPTIONS)
+
+
+def test_the_committed_example_is_what_the_generator_writes():
+    assert EXAMPLE.read_text() == example(), "rewrite it: .venv/bin/python -m tests.unit.test_nginx_config"
+
+
+if __name__ == "__main__":
+    EXAMPLE.write_text(example())
