@@ -13,12 +13,15 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from support.stack_fixtures import AUTHZ_SECRET
+from support.tls_fixtures import nginx_site
 
 from dev.agent import Agent
-from dev.stack import BASIC_AUTH, IssuedTokens, bff_env, free_port, start_bff, start_echo, start_idp
+from dev.stack import BASIC_AUTH, IssuedTokens, bff_env, free_port, start_bff, start_echo, start_idp, start_nginx
+from dev.tls import make_certificates
 
 ACCESS_TOKEN_TTL = 2
 
@@ -28,6 +31,12 @@ class RefreshStack:
     bff_url: str
     issuer: str
     issued: IssuedTokens
+    nginx_url: str  # https, offloading /api/echo/ through /bff/authz
+    ca: str
+    bff_log: Path
+
+    def paths_served(self) -> list[str]:
+        return [json.loads(line)["path"] for line in self.bff_log.read_text().splitlines() if '"bff.access"' in line]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +67,17 @@ def refresh_stack(stack, workdir):
             BFF_AUTHZ_SECRET=AUTHZ_SECRET,
         )
         services.append(start_bff(bff_port, env, workdir / "bff-refresh.log", workers=4))
-        yield RefreshStack(bff_url, issuer, IssuedTokens(tokens_file))
+        certificates = make_certificates(workdir / "refresh-tls")
+        nginx_port = free_port()
+        site = nginx_site(
+            env,
+            *("--bff", f"127.0.0.1:{bff_port}", "--listen", str(nginx_port), "--http-redirect", "0"),
+            *("--cert", str(certificates.certificate), "--key", str(certificates.key)),
+        )
+        services.append(start_nginx(nginx_port, site, workdir, name="nginx-refresh"))
+        nginx_url = f"https://localhost:{nginx_port}"
+        log = workdir / "bff-refresh.log"
+        yield RefreshStack(bff_url, issuer, IssuedTokens(tokens_file), nginx_url, str(certificates.ca), log)
     finally:
         for service in reversed(services):
             service.stop()
@@ -95,6 +114,26 @@ def test_fifty_concurrent_calls_right_after_expiry_all_succeed_and_no_refresh_to
         statuses = call_api_concurrently(agent, 50)
         assert statuses == [200] * 50
         assert_each_refresh_token_spent_once(refresh_stack.issued.spent_refresh_tokens(), expiries=1)
+
+
+def test_fifty_concurrent_api_calls_through_nginxs_offload_right_after_expiry_make_one_refresh(refresh_stack):
+    """The same promise when nginx proxies /api itself, asking /bff/authz for each call."""
+    with Agent(refresh_stack.bff_url, record=False) as agent:
+        agent.adapters["https://"].init_poolmanager(connections=64, maxsize=64)
+        agent.verify, agent.trust_env = refresh_stack.ca, False
+        agent.login("nginx-racer")  # at the BFF itself; the cookie (host-wide) then goes to nginx too
+        spent_before = len(refresh_stack.issued.spent_refresh_tokens())
+        wait_until_expired(refresh_stack.issued.latest()["access_token"])
+        served_before = len(refresh_stack.paths_served())
+
+        def call(_):
+            return agent.get(f"{refresh_stack.nginx_url}/api/echo/data", headers={"X-CSRF": "1"}, timeout=30)
+
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(call, range(50)))
+        assert [a.status_code for a in answers] == [200] * 50, {a.status_code: a.text for a in answers}
+        assert refresh_stack.paths_served()[served_before:] == ["/bff/authz"] * 50  # none fell back to Python
+        assert_each_refresh_token_spent_once(refresh_stack.issued.spent_refresh_tokens()[spent_before:], expiries=1)
 
 
 def test_fifty_concurrent_authz_subrequests_right_after_expiry_make_one_refresh(refresh_stack):
