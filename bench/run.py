@@ -28,8 +28,10 @@ import redis
 import requests
 from joserfc.jwk import RSAKey
 
+from app.config import load_settings
 from app.crypto import TokenCipher, parse_encryption_keys
 from app.keyspace import SessionRef, record_key, sid_index_key, user_index_key
+from app.nginx_config import NginxOptions, render
 from app.sessions import SessionStore
 from bench.keys import NAIVE_KEY
 from dev import forge
@@ -43,8 +45,10 @@ from dev.stack import (
     start_bff,
     start_echo,
     start_idp,
+    start_nginx,
     start_redis,
 )
+from dev.tls import make_certificates
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
@@ -112,7 +116,8 @@ def fake_sessions(store: SessionStore, tokens: dict, count: int, sub_prefix: str
 def main() -> int:
     work = ROOT / ".run" / "bench"
     work.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("redis", "idp", "echo", "bff", "bare", "naive", "compare")}
+    names = ("redis", "idp", "echo", "bff", "bare", "naive", "compare", "nginx", "nginx_alone")
+    ports = {name: free_port() for name in names}
     issuer = f"http://127.0.0.1:{ports['idp']}/realms/bench"
     bff = f"http://localhost:{ports['bff']}"
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
@@ -136,16 +141,21 @@ def main() -> int:
         )
         services.append(start_echo(ports["echo"], issuer, work))
         env = bff_env(
-            bff, issuer, redis_url, BFF_API_UPSTREAMS=json.dumps({"echo": f"http://127.0.0.1:{ports['echo']}"})
+            bff,
+            issuer,
+            redis_url,
+            BFF_API_UPSTREAMS=json.dumps({"echo": f"http://127.0.0.1:{ports['echo']}"}),
+            BFF_AUTHZ_SECRET=AUTHZ_SECRET,
         )
         server = start_bff(ports["bff"], env, work / "bff.log", app="bench.app:app")
         services.append(server)
+        services.append(start_nginx(ports["nginx"], nginx_site(env, ports, work), work, name="nginx-bench"))
         # The baselines: separate minimal apps under the very same gunicorn settings.
         baseline_env = {**env, "BENCH_NAIVE_REDIS_URL": redis_url}
         bare = start_bff(ports["bare"], baseline_env, work / "bare.log", app="bench.bare_app:app", ready="/")
         naive = start_bff(ports["naive"], baseline_env, work / "naive.log", app="bench.naive_app:app", ready="/")
         services += [bare, naive]
-        servers = {"bff": server, "bare": bare, "naive": naive, "echo": services[2]}
+        servers = {"bff": server, "bare": bare, "naive": naive, "echo": services[2], "nginx": services[4]}
         if COMPARE:
             log = work / "compare.log"
             servers["compare"] = start_bff(ports["compare"], env, log, app="bench.app:app", checkout=COMPARE)
@@ -154,6 +164,34 @@ def main() -> int:
     finally:
         for service in reversed(services):
             service.stop()
+
+
+AUTHZ_SECRET = "bench-authz-secret-0123456789abcdefghij"  # noqa: S105 - a throwaway for the run
+
+
+def nginx_site(env: dict[str, str], ports: dict[str, int], work: Path) -> str:
+    """One nginx (one worker) for three rows: the BFF's generated configuration (offload mode,
+    plus an `/api/python/` location sending the same upstream through the BFF's Python proxy),
+    and a second https server proxying straight to the sample API (nginx alone)."""
+    certificates = make_certificates(work / "tls")
+    tls = f"ssl_certificate {certificates.certificate}; ssl_certificate_key {certificates.key};"
+    options = NginxOptions(
+        bff_address=f"127.0.0.1:{ports['bff']}",
+        listen=ports["nginx"],
+        http_redirect_port=None,
+        certificate=str(certificates.certificate),
+        certificate_key=str(certificates.key),
+    )
+    site = render(load_settings(env), options)
+    python_mode = "    location /api/python/ {\n        rewrite ^/api/python/(.*)$ /api/echo/$1 break;\n"
+    python_mode += "        proxy_pass http://bff_app;\n    }\n"
+    site = site.replace("    location / {\n", python_mode + "\n    location / {\n", 1)
+    return site + (
+        f"\nupstream bench_echo {{ server 127.0.0.1:{ports['echo']}; keepalive 16; }}\n"
+        f"server {{\n    listen {ports['nginx_alone']} ssl http2;\n    {tls}\n"
+        "    location / {\n        proxy_pass http://bench_echo;\n        proxy_http_version 1.1;\n"
+        '        proxy_set_header Connection "";\n    }\n}\n'
+    )
 
 
 def measure(ports, issuer, bff, redis_url, tokens_file, key, servers) -> int:
@@ -166,6 +204,7 @@ def measure(ports, issuer, bff, redis_url, tokens_file, key, servers) -> int:
     real_tokens = json.loads(tokens_file.read_text().splitlines()[-1])
     fake_sessions(store, {**real_tokens, "expires_in": 7200}, 999, "filler")
     bff_direct = f"http://127.0.0.1:{ports['bff']}"
+    nginx, nginx_alone = f"https://localhost:{ports['nginx']}", f"https://localhost:{ports['nginx_alone']}"
     session_headers = {"Cookie": f"bff={cookie}", "X-CSRF": "1"}
     echo_headers = {"Authorization": f"Bearer {real_tokens['access_token']}"}
     # (URL, headers, the servers whose workers' CPU the row costs)
@@ -176,6 +215,17 @@ def measure(ports, issuer, bff, redis_url, tokens_file, key, servers) -> int:
         "naive GET inside the BFF app": (f"{bff_direct}/bench/naive", {}, ["bff"]),
         "/bff/user": (f"{bff_direct}/bff/user", session_headers, ["bff"]),
         "/api/echo via the BFF": (f"{bff_direct}/api/echo/data", session_headers, ["bff", "echo"]),
+        "echo through nginx alone (https)": (f"{nginx_alone}/data", echo_headers, ["nginx", "echo"]),
+        "/api/echo, nginx + the BFF's proxy (https)": (
+            f"{nginx}/api/python/data",
+            session_headers,
+            ["nginx", "bff", "echo"],
+        ),
+        "/api/echo, nginx offload + /bff/authz (https)": (
+            f"{nginx}/api/echo/data",
+            session_headers,
+            ["nginx", "bff", "echo"],
+        ),
         "echo upstream direct": (f"http://127.0.0.1:{ports['echo']}/data", echo_headers, ["echo"]),
     }
     if COMPARE:
