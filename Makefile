@@ -8,10 +8,15 @@ PY_STAMP := $(VENV)/.installed
 NODE_STAMP := dev/idp/node_modules/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test bench profile lint system-deps deps clean
+.PHONY: run run-tls test bench profile lint system-deps deps clean
 
 run: deps
 	@$(PY) -m dev.run
+
+# The same demo behind nginx on https://localhost:8443 (TLS_PORT), with a certificate made for it.
+run-tls: deps
+	@sh scripts/system-deps.sh nginx
+	@BFF_TLS=1 $(PY) -m dev.run
 
 test: deps
 	@sh scripts/system-deps.sh docker-compose chromium nginx

@@ -1,4 +1,7 @@
 """`make run`: the whole demo on this machine — Redis, the dev IdP, the sample API, the BFF.
+`make run-tls` (BFF_TLS=1): the same behind nginx on https://localhost:TLS_PORT (8443), with
+`flask nginx-config`'s configuration (offload mode) and a certificate authority made under
+.run/tls/ for it.
 
 Uses BFF_REDIS_URL when set; otherwise starts a redis-server of its own under .run/ (never the
 system one). Ports: BFF_PORT (8000) and IDP_PORT (9000). Ctrl-C stops them all.
@@ -13,12 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
 import time
 
-from dev.stack import ROOT, Service, bff_env, free_port, start_bff, start_echo, start_idp, start_redis
+from app.config import load_settings
+from app.nginx_config import NginxOptions, render
+from dev.stack import ROOT, Service, bff_env, free_port, start_bff, start_echo, start_idp, start_nginx, start_redis
+from dev.tls import make_certificates
 
 
 def port_is_free(port: int) -> bool:
@@ -29,13 +36,15 @@ def port_is_free(port: int) -> bool:
 def main() -> int:
     bff_port = int(os.environ.get("BFF_PORT", "8000"))
     idp_port = int(os.environ.get("IDP_PORT", "9000"))
-    for name, port in (("BFF_PORT", bff_port), ("IDP_PORT", idp_port)):
+    tls_port = int(os.environ.get("TLS_PORT", "8443")) if os.environ.get("BFF_TLS") == "1" else None
+    wanted = [("BFF_PORT", bff_port), ("IDP_PORT", idp_port)] + ([("TLS_PORT", tls_port)] if tls_port else [])
+    for name, port in wanted:
         if not port_is_free(port):
             print(f"make run: port {port} is in use; choose another with {name}=...", file=sys.stderr)
             return 1
     workdir = ROOT / ".run"
     workdir.mkdir(exist_ok=True)
-    bff_url = f"http://localhost:{bff_port}"
+    bff_url = f"https://localhost:{tls_port}" if tls_port else f"http://localhost:{bff_port}"
     issuer = f"http://127.0.0.1:{idp_port}/realms/dev"
 
     def stop(*_):
@@ -57,10 +66,30 @@ def main() -> int:
         services.append(start_echo(echo_port, issuer, workdir))
         upstreams = json.dumps({"echo": f"http://127.0.0.1:{echo_port}"})
         env = bff_env(bff_url, issuer, redis_url, BFF_API_UPSTREAMS=upstreams)
+        trust = ""
+        if tls_port:
+            env.update(BFF_AUTHZ_SECRET=secrets.token_urlsafe(32), BFF_TRUSTED_PROXIES="1")
         services.append(start_bff(bff_port, env, workdir / "bff.log"))
+        if tls_port:
+            certificates = make_certificates(workdir / "tls")
+            options = NginxOptions(
+                bff_address=f"127.0.0.1:{bff_port}",
+                listen=tls_port,
+                http_redirect_port=None,
+                certificate=str(certificates.certificate),
+                certificate_key=str(certificates.key),
+            )
+            services.append(start_nginx(tls_port, render(load_settings(env), options), workdir))
+            trust = (
+                f"  Behind nginx (https, HTTP/2; /api offloaded). The certificate is signed by a CA made\n"
+                f"  for this demo: trust {certificates.ca} in your browser (Settings > Privacy and\n"
+                f"  security > Manage certificates > Authorities > Import), or open the URL and accept\n"
+                f"  the warning. gunicorn itself: http://127.0.0.1:{bff_port}\n"
+            )
         print(
             f"\n  BFF demo running:  {bff_url}\n"
             "  Sign in with any user name and any password (the development IdP accepts all).\n"
+            f"{trust}"
             f"  IdP: {issuer}   Redis: {redis_url}   Sample API: /api/echo/ (port {echo_port})\n"
             f"  Logs: {workdir}/*.log\n"
             "  Press Ctrl-C to stop.\n",

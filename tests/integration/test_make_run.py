@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from dev.agent import Agent
@@ -64,9 +65,12 @@ def port_is_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_ctrl_c_after_a_signed_in_session_stops_every_process_and_frees_every_port():
-    bff_port, idp_port = free_port(), free_port()
+@pytest.mark.parametrize("tls", [False, True], ids=["make-run", "make-run-tls"])
+def test_ctrl_c_after_a_signed_in_session_stops_every_process_and_frees_every_port(tls):
+    bff_port, idp_port, tls_port = free_port(), free_port(), free_port()
     env = {**os.environ, "BFF_PORT": str(bff_port), "IDP_PORT": str(idp_port)}
+    if tls:  # `make run-tls`: the same behind nginx over https
+        env.update(BFF_TLS="1", TLS_PORT=str(tls_port))
     env.pop("BFF_REDIS_URL", None)  # its own redis-server, as on a fresh machine
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     # A session of its own, so the launcher's process group is like a terminal's foreground group.
@@ -78,13 +82,16 @@ def test_ctrl_c_after_a_signed_in_session_stops_every_process_and_frees_every_po
     try:
         banner = read_until_running(launcher)
         assert "BFF demo running" in banner
-        bff_url = f"http://localhost:{bff_port}"
-        assert requests.get(f"{bff_url}/healthz", timeout=5).ok
+        bff_url = f"https://localhost:{tls_port}" if tls else f"http://localhost:{bff_port}"
+        assert f"running:  {bff_url}" in banner
+        ca = re.search(r"trust (\S+ca\.pem)", banner)[1] if tls else True
+        assert requests.get(f"{bff_url}/healthz", timeout=5, verify=ca).ok
         echo_port = int(re.search(r"\(port (\d+)\)", banner)[1])
         redis_port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", banner)[1])
-        ports = [bff_port, idp_port, echo_port, redis_port]
+        ports = [bff_port, idp_port, echo_port, redis_port] + ([tls_port] if tls else [])
 
         agent = Agent(bff_url, record=False)  # its connections stay open to the end
+        agent.verify, agent.trust_env = ca, False
         agent.login("ctrl-c")
         assert agent.get(f"{bff_url}/api/echo/x", headers={"X-CSRF": "1"}).status_code == 200
         assert agent.logout().ok
@@ -94,7 +101,8 @@ def test_ctrl_c_after_a_signed_in_session_stops_every_process_and_frees_every_po
 
         started = descendants(launcher.pid)
         # launcher, redis-server, node, and gunicorn's master and two workers for the API and the BFF
-        assert len(started) >= 9, started
+        # (and nginx's master and worker for make run-tls)
+        assert len(started) >= (11 if tls else 9), started
         os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
 
         deadline = time.monotonic() + 15
