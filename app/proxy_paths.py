@@ -11,11 +11,12 @@ spaces (as IIS trims them).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from urllib.parse import quote, unquote_to_bytes
 
-from urllib3.util import parse_url
+from urllib3.util import Url, parse_url
 
 from .errors import BffError
 
@@ -100,8 +101,14 @@ def upstream_url(base: str, tail: str, query: str) -> str:
     return url
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed_base(base: str) -> Url:
+    """An upstream's base URL as urllib3 reads it: parsed once per base (they are configuration)."""
+    return parse_url(base + "/")
+
+
 def under_base(url: str, base: str) -> bool:
     """Same scheme, host and port as `base`, and a path under its path (urllib3's reading)."""
-    built, expected = parse_url(url), parse_url(base + "/")
+    built, expected = parse_url(url), _parsed_base(base)
     same_origin = (built.scheme, built.host, built.port) == (expected.scheme, expected.host, expected.port)
     return same_origin and (built.path or "/").startswith(expected.path or "/")
