@@ -5,6 +5,7 @@ once, on the dataclass."""
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -23,6 +24,7 @@ __all__ = ["ConfigError", "Settings", "load_settings"]
 LOGOUT_MODES = ("client_id", "id_token_hint", "form_post")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+AUTHZ_SECRET = re.compile(r"[A-Za-z0-9_-]{32,}")
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,11 @@ def _local_path(environ: Mapping[str, str], name: str, default: str) -> str:
 
 
 def _authz_secret(environ: Mapping[str, str], name: str) -> str:
-    """Shared by nginx and the BFF only: long enough not to be guessed, and header-safe."""
+    """Shared by nginx and the BFF only: long enough not to be guessed, and written into nginx's
+    configuration as it is, so only characters nginx reads literally (no `$`, quotes, `;`)."""
     secret = environ.get(name, "").strip()
-    if secret and (len(secret) < 32 or not secret.isascii() or not secret.isprintable() or " " in secret):
-        raise ConfigError(f"{name}: must be at least 32 printable ASCII characters without spaces")
+    if secret and not AUTHZ_SECRET.fullmatch(secret):
+        raise ConfigError(f"{name}: must be at least 32 characters among A-Z a-z 0-9 - _ (openssl rand -hex 32)")
     return secret
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from .config import Settings
 from .proxy_headers import FORWARDED_REQUEST_HEADERS, NEVER_RELAYED
+from .security import STRICT_HTML_CSP
 from .upstreams import Upstream
 
 MODES = ("offload", "python")
@@ -34,6 +35,10 @@ HIDDEN_FAMILIES = (
     "Access-Control-Allow-Methods", "Access-Control-Expose-Headers", "Access-Control-Max-Age",
     "Cross-Origin-Opener-Policy", "Cross-Origin-Embedder-Policy", "Cross-Origin-Resource-Policy",
     "CDN-Cache-Control", "Cache-Control",
+    # Not on proxy_headers' allow-list, so the Python proxy drops them too; `Location` is mapped
+    # below as proxy_headers.mapped_location maps it, `Content-Security-Policy` set for HTML.
+    "Location", "WWW-Authenticate", "Link", "Accept-CH", "Critical-CH", "Permissions-Policy",
+    "Document-Policy", "X-Powered-By", "Server", "Server-Timing", "Timing-Allow-Origin", "Content-Location",
 )  # fmt: skip
 NGINX_HEADER = re.compile(r"[a-z0-9-]+")  # what `$http_<name>` can name
 HOP_BY_HOP_REQUEST = {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "content-length"}
@@ -77,6 +82,7 @@ def render(settings: Settings, options: NginxOptions) -> str:
                 "    keepalive 16;",
                 "}",
             ]
+            lines += _location_map(name, upstream)
         lines += _cache_control_map()
     if options.http_redirect_port:
         lines += [
@@ -93,6 +99,7 @@ def render(settings: Settings, options: NginxOptions) -> str:
 
 def _server(settings: Settings, options: NginxOptions, host: str, offload: bool) -> list[str]:
     body_limit = max(settings.api_max_body, 64 * 1024)
+    public = urlsplit(settings.public_url).netloc
     lines = [
         "",
         "server {",
@@ -132,10 +139,11 @@ def _server(settings: Settings, options: NginxOptions, host: str, offload: bool)
         "    proxy_read_timeout 60s;",
         "    # No client may pose as nginx towards /bff/authz.",
         '    proxy_set_header X-BFF-Authz-Secret "";',
-        "    proxy_set_header Host $host;",
+        "    # The public host, never the one a client sent (Host, or an absolute-form target).",
+        f"    proxy_set_header Host {public};",
         "    proxy_set_header X-Forwarded-For $remote_addr;  # BFF_TRUSTED_PROXIES=1",
-        "    proxy_set_header X-Forwarded-Proto $scheme;",
-        "    proxy_set_header X-Forwarded-Host $host;",
+        "    proxy_set_header X-Forwarded-Proto https;",
+        f"    proxy_set_header X-Forwarded-Host {public};",
         "    proxy_set_header X-Request-ID $request_id;",
         "",
         "    location / {",
@@ -153,18 +161,31 @@ def _server(settings: Settings, options: NginxOptions, host: str, offload: bool)
             '        proxy_set_header Content-Length "";',
             "        proxy_set_header X-Original-URI $request_uri;",
             f'        proxy_set_header X-BFF-Authz-Secret "{settings.authz_secret}";',
-            "        proxy_set_header Host $host;",
+            "        proxy_set_header Connection \"\";  # (a location's own headers replace the server's)",
+            f"        proxy_set_header Host {public};",
             "        proxy_set_header X-Forwarded-For $remote_addr;",
-            "        proxy_set_header X-Forwarded-Proto $scheme;",
-            "        proxy_set_header X-Forwarded-Host $host;",
+            "        proxy_set_header X-Forwarded-Proto https;",
+            f"        proxy_set_header X-Forwarded-Host {public};",
             "        proxy_set_header X-Request-ID $request_id;",
             "    }",
             "",
-            "    # Whatever the BFF refused, or nginx failed at: the BFF's Python proxy answers the same",
-            "    # request with the exact /api status and JSON body.",
+            "    # What /bff/authz refused (401, 403, and its other statuses, which auth_request turns",
+            "    # into 500): the BFF's Python proxy answers the same request with the exact /api status",
+            "    # and JSON body (or serves it, if it has become fine meanwhile: nginx sent nothing yet).",
             "    location @bff_python_proxy {",
+            "        # Set only once /bff/authz said yes: nginx may then have sent the request upstream",
+            "        # already, so it must never go a second time (a POST charged twice).",
+            "        if ($bff_upstream_path) {",
+            f"            return 502 '{_json_error('upstream_unavailable', 'The API could not be reached.')}';",
+            "        }",
             "        proxy_pass http://bff_app;",
             "    }",
+            "",
+            "    # Errors nginx meets itself on an API call, in the BFF's JSON (never sent anywhere again).",
+            *_static_error("@bff_api_unavailable", 502, "upstream_unavailable", "The API could not be reached."),
+            *_static_error("@bff_api_timeout", 504, "upstream_timeout", "The API did not answer in time."),
+            *_static_error("@bff_api_bad_request", 400, "bad_request", "The request is malformed."),
+            *_static_error("@bff_api_too_large", 413, "request_too_large", "The request body is too large."),
         ]
         for name, upstream in sorted(settings.api_upstreams.items()):
             lines += _api_location(name, upstream, settings)
@@ -187,20 +208,28 @@ def _api_location(name: str, upstream: Upstream, settings: Settings) -> list[str
         "        auth_request_set $bff_authorization $upstream_http_x_bff_authorization;",
         "        auth_request_set $bff_upstream_path $upstream_http_x_bff_upstream_path;",
         "        auth_request_set $bff_upstream_cookie $upstream_http_x_bff_upstream_cookie;",
-        "        error_page 400 401 403 404 500 502 503 504 = @bff_python_proxy;",
+        "        error_page 401 403 500 = @bff_python_proxy;",
+        "        error_page 502 503 = @bff_api_unavailable;",
+        "        error_page 504 = @bff_api_timeout;",
+        "        error_page 400 = @bff_api_bad_request;",
+        "        error_page 413 = @bff_api_too_large;",
+        f"        client_max_body_size {settings.api_max_body};  # BFF_API_MAX_BODY",
+        "        # The Python proxy's methods; any other is refused (403, answered by the fallback: 405).",
+        "        limit_except GET HEAD POST PUT PATCH DELETE OPTIONS { deny all; }",
         "        # The path the BFF checked, byte for byte (nginx's own would be decoded and merged).",
         f"        proxy_pass {scheme}://bff_api_{_ident(name)}$bff_upstream_path;",
         "        proxy_redirect off;",
         "        # Request headers: an allow-list (proxy_headers.py), as the Python proxy sends them.",
         "        proxy_pass_request_headers off;",
         *forwarded,
+        '        proxy_set_header Connection "";',
         f"        proxy_set_header Host {parts.netloc};",
         "        proxy_set_header Authorization $bff_authorization;",
         "        proxy_set_header Cookie $bff_upstream_cookie;",
         f"        proxy_set_header X-Forwarded-Prefix /api/{name};",
         "        proxy_set_header X-Forwarded-For $remote_addr;",
-        "        proxy_set_header X-Forwarded-Proto $scheme;",
-        "        proxy_set_header X-Forwarded-Host $host;",
+        "        proxy_set_header X-Forwarded-Proto https;",
+        f"        proxy_set_header X-Forwarded-Host {urlsplit(settings.public_url).netloc};",
         "        proxy_set_header X-Request-ID $request_id;",
         '        proxy_set_header X-BFF-Authz-Secret "";',
         "        # Response headers the upstream may not set for the SPA's origin (proxy_headers.py).",
@@ -208,6 +237,8 @@ def _api_location(name: str, upstream: Upstream, settings: Settings) -> list[str
         "                             X-Accel-Charset Expires Cache-Control Set-Cookie Vary;",
         *[f"        proxy_hide_header {h};" for h in hidden],
         "        add_header Cache-Control $bff_api_cache_control always;",
+        f"        add_header Location $bff_api_location_{_ident(name)} always;  # empty: none",
+        "        add_header Content-Security-Policy $bff_api_csp always;",
         '        add_header X-Content-Type-Options "nosniff" always;',
         '        add_header Referrer-Policy "no-referrer" always;',
         '        add_header Strict-Transport-Security "max-age=31536000" always;',
@@ -235,6 +266,48 @@ def _cache_control_map() -> list[str]:
         '    "~*no-store" "no-store";',
         '    default      "private, no-cache";',
         "}",
+        "",
+        "# HTML an upstream answers gets the BFF's strict policy (security.STRICT_HTML_CSP).",
+        "map $upstream_http_content_type $bff_api_csp {",
+        f'    "~*^text/html" "{STRICT_HTML_CSP}";',
+        '    default "";',
+        "}",
+    ]
+
+
+# The rest of a redirect's path under the base: no dot segment (`..`, `%2e`) that a browser would
+# resolve out of `/api/<name>/`, no fragment.
+REST = r"(?<bff_rest>(?![^#]*(?:\.\.|%2[eE]))[^#]*)"
+
+
+def _location_map(name: str, upstream: Upstream) -> list[str]:
+    """An upstream's redirect as the browser may follow it (proxy_headers.mapped_location): only
+    under its own base, rewritten to `/api/<name>/`; any other `Location` is dropped."""
+    parts = urlsplit(upstream.url)
+    base_path = re.escape(parts.path.rstrip("/") + "/")
+    absolute = re.escape(f"{parts.scheme}://{parts.netloc}") + base_path
+    return [
+        "",
+        f"map $upstream_http_location $bff_api_location_{_ident(name)} {{",
+        f'    "~^{absolute}{REST}$" "/api/{name}/$bff_rest";',
+        f'    "~^{base_path}{REST}$" "/api/{name}/$bff_rest";',
+        '    default "";',
+        "}",
+    ]
+
+
+def _json_error(code: str, description: str) -> str:
+    return '{"error":"%s","error_description":"%s"}' % (code, description)  # noqa: UP031 - braces
+
+
+def _static_error(name: str, status: int, code: str, description: str) -> list[str]:
+    return [
+        f"    location {name} {{",
+        "        default_type application/json;",
+        '        add_header Cache-Control "no-store" always;',
+        '        add_header X-Content-Type-Options "nosniff" always;',
+        f"        return {status} '{_json_error(code, description)}';",
+        "    }",
     ]
 
 

@@ -79,6 +79,7 @@ def tls(stack, workdir):
             BFF_AUTHZ_SECRET=SECRET,
             BFF_TRUSTED_PROXIES="1",
             BFF_API_TIMEOUT="2",
+            BFF_API_MAX_BODY="1000",  # small, so that the size limits are cheap to cross
         )
         log = workdir / f"bff-tls-{bff_port}.log"
         services.append(start_bff(bff_port, env, log, workers=2))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import load_settings
+from app.config import ConfigError, load_settings
 from app.crypto import generate_key
 from app.nginx_config import NginxOptions, render
 from app.proxy_headers import FORWARDED_REQUEST_HEADERS, NEVER_RELAYED
@@ -98,3 +98,17 @@ def test_the_committed_example_is_what_the_generator_writes():
 
 if __name__ == "__main__":
     EXAMPLE.write_text(example())
+
+
+def test_every_location_that_sets_its_own_headers_keeps_upstream_connections_alive():
+    """A location's own proxy_set_header lines replace the server's, `Connection ""` included;
+    without it every API call and every /bff/authz subrequest opens a new connection."""
+    text = render(settings({"echo": "http://10.0.0.5:8080"}), NginxOptions())
+    for path in ("= /_bff_authz", "/api/echo/"):
+        assert 'proxy_set_header Connection "";' in location(text, path), path
+
+
+@pytest.mark.parametrize("secret", ["short", "a" * 31, "a" * 31 + "$", "a" * 31 + '"', "a" * 31 + ";", "a" * 40 + " b"])
+def test_an_authz_secret_nginx_would_not_read_literally_is_refused(secret):
+    with pytest.raises(ConfigError, match="BFF_AUTHZ_SECRET"):
+        settings({}, BFF_AUTHZ_SECRET=secret)
