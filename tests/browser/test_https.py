@@ -34,7 +34,8 @@ def https_steps(browser, steps, tls):
     shared_context = steps.context
     steps.context = pinned.new_context()
     yield steps
-    steps.context = shared_context  # closed by `steps`; the pinned browser goes with its context
+    steps.context.close()
+    steps.context = shared_context  # closed by `steps`
     pinned.close()
 
 

@@ -136,27 +136,6 @@ def test_fifty_concurrent_api_calls_through_nginxs_offload_right_after_expiry_ma
         assert_each_refresh_token_spent_once(refresh_stack.issued.spent_refresh_tokens()[spent_before:], expiries=1)
 
 
-def test_fifty_concurrent_authz_subrequests_right_after_expiry_make_one_refresh(refresh_stack):
-    """nginx's offload mode (GET /bff/authz) refreshes under the same lock as /api."""
-    with Agent(refresh_stack.bff_url, record=False) as agent:
-        agent.adapters["http://"].init_poolmanager(connections=64, maxsize=64)
-        agent.login("authz-racer")
-        spent_before = len(refresh_stack.issued.spent_refresh_tokens())
-        expired = refresh_stack.issued.latest()["access_token"]
-        wait_until_expired(expired)
-        headers = {"X-CSRF": "1", "X-Original-URI": "/api/echo/data", "X-BFF-Authz-Secret": AUTHZ_SECRET}
-
-        def ask(_):
-            answer = agent.get(f"{agent.bff_url}/bff/authz", headers=headers, timeout=30)
-            return answer.status_code, answer.headers.get("X-BFF-Authorization")
-
-        with ThreadPoolExecutor(50) as pool:
-            answers = list(pool.map(ask, range(50)))
-        assert [status for status, _ in answers] == [204] * 50
-        assert all(token and token.startswith("Bearer ey") and expired not in token for _, token in answers)
-        assert_each_refresh_token_spent_once(refresh_stack.issued.spent_refresh_tokens()[spent_before:], expiries=1)
-
-
 def test_three_rounds_of_expiry_with_twenty_callers_each_never_see_a_401_nor_a_reused_refresh_token(refresh_stack):
     with Agent(refresh_stack.bff_url, record=False) as agent:
         agent.adapters["http://"].init_poolmanager(connections=32, maxsize=32)

@@ -52,6 +52,7 @@ class Stack:
     spare_port: int
     capture: CaptureUpstream
     hold_dir: Path
+    tls_ports: tuple[int, int]  # registered at the IdP as https://localhost:<port>, for tls_fixtures
 
     @property
     def issued(self) -> IssuedTokens:
@@ -106,7 +107,8 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(workdir):
-    ports = {name: free_port() for name in ("redis", "idp", "bff", "bff_hint", "bff_spare", "echo", "closed")}
+    names = ("redis", "idp", "bff", "bff_hint", "bff_spare", "echo", "closed", "tls", "tls_python")
+    ports = {name: free_port() for name in names}
     issuer = f"http://127.0.0.1:{ports['idp']}/realms/test"
     bff_url = f"http://localhost:{ports['bff']}"
     bff_hint_url = f"http://localhost:{ports['bff_hint']}"
@@ -127,7 +129,7 @@ def stack(workdir):
                 ports["idp"],
                 issuer,
                 workdir,
-                [bff_url, bff_hint_url, spare_url],
+                [bff_url, bff_hint_url, spare_url, *(f"https://localhost:{ports[n]}" for n in ("tls", "tls_python"))],
                 IDP_ISSUED_TOKENS_FILE=str(tokens_file),
                 IDP_JWKS_FILE=str(jwks_file),
                 IDP_HOLD_DIR=str(hold_dir),
@@ -168,6 +170,7 @@ def stack(workdir):
             ports["bff_spare"],
             capture,
             hold_dir,
+            (ports["tls"], ports["tls_python"]),
         )
         client.close()
     finally:

@@ -1,8 +1,8 @@
-"""A TLS stack of its own (DESIGN §9): the BFF under gunicorn behind a real nginx over https,
-configured by `flask nginx-config` as an operator would, with a certificate authority made for
-the run, an IdP and a sample API of its own. Two nginx servers front the same BFF: one offloads
-`/api` (auth_request), one leaves it to the BFF's Python proxy. Shared by the integration and
-browser tests; started once per run, on first use."""
+"""A TLS stack (DESIGN §9): a BFF under gunicorn behind a real nginx over https, configured by
+`flask nginx-config` as an operator would, with a certificate authority made for the run,
+against the stack's IdP (which knows its URLs) and sample API. Two nginx servers front the same
+BFF: one offloads `/api` (auth_request), one leaves it to the BFF's Python proxy. Shared by the
+integration and browser tests; started once per run, on first use."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ from dev.stack import (
     bff_env,
     free_port,
     start_bff,
-    start_echo,
-    start_idp,
     start_nginx,
 )
 from dev.tls import Certificates, make_certificates
@@ -56,24 +54,20 @@ def nginx_site(env: dict[str, str], *args: str) -> str:
 
 @pytest.fixture(scope="session")
 def tls(stack, workdir):
-    idp_port, bff_port, nginx_port, python_port = free_port(), free_port(), free_port(), free_port()
+    bff_port = free_port()
+    nginx_port, python_port = stack.tls_ports  # the stack's IdP knows their URLs
     url, python_url = f"https://localhost:{nginx_port}", f"https://localhost:{python_port}"
-    issuer = f"http://127.0.0.1:{idp_port}/realms/tls"
     certificates = make_certificates(workdir / "tls")
-    tokens = workdir / "tls-issued.jsonl"
     services: list[Service] = []
     try:
-        services.append(start_idp(idp_port, issuer, workdir, [url, python_url], IDP_ISSUED_TOKENS_FILE=str(tokens)))
-        echo_port = free_port()
-        services.append(start_echo(echo_port, issuer, workdir))
         upstreams = {
             "cap": f"{stack.capture.url}/base",
             "closed": f"http://127.0.0.1:{free_port()}",
-            "echo": f"http://127.0.0.1:{echo_port}",
+            "echo": stack.echo_url,
         }
         env = bff_env(
             url,
-            issuer,
+            stack.issuer,
             stack.redis_url,
             BFF_API_UPSTREAMS=json.dumps(upstreams),
             BFF_AUTHZ_SECRET=SECRET,
@@ -89,7 +83,7 @@ def tls(stack, workdir):
         python = nginx_site(env, *common, "--listen", str(python_port), "--mode", "python")
         services.append(start_nginx(nginx_port, offload, workdir))
         services.append(start_nginx(python_port, python, workdir, name="nginx-python"))
-        yield TlsStack(url, python_url, log, workdir / f"nginx-{nginx_port}", certificates, IssuedTokens(tokens))
+        yield TlsStack(url, python_url, log, workdir / f"nginx-{nginx_port}", certificates, stack.issued)
     finally:
         for service in reversed(services):
             service.stop()
