@@ -54,7 +54,7 @@ def frame_name(frame: str) -> str:
 
 def profile(server, url: str, headers: list[str], work: Path) -> tuple[float, collections.Counter[str], int]:
     """(workers' CPU µs per request over the whole load, samples per component, samples)."""
-    workers = worker_pids(server.process.pid)
+    workers = worker_pids(server.process.pid, expected=2)
     cpu_before = sum(cpu_seconds(pid) for pid in workers)
     load = subprocess.Popen(
         ["wrk", "-t2", "-c16", f"-d{SECONDS + 2}s", "-s", str(LUA), *headers, url], stdout=subprocess.PIPE, text=True

@@ -79,9 +79,16 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def worker_pids(master: int) -> list[int]:
-    out = subprocess.run(["ps", "--ppid", str(master), "-o", "pid="], capture_output=True, text=True).stdout
-    return sorted(int(p) for p in out.split())
+def worker_pids(master: int, expected: int = 1) -> list[int]:
+    """The children of `master`, once there are at least `expected` of them (gunicorn answers
+    its first request before its last worker has forked: counting too early halves the CPU)."""
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(["ps", "--ppid", str(master), "-o", "pid="], capture_output=True, text=True).stdout
+        pids = sorted(int(p) for p in out.split())
+        if len(pids) >= expected or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.1)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -240,7 +247,8 @@ def measure(ports, issuer, bff, redis_url, tokens_file, key, servers) -> int:
     if ONLY:
         rows = {name: row for name, row in rows.items() if any(word in name for word in ONLY)}
     runs: dict[str, list[dict]] = {name: [] for name in rows}
-    workers = {name: worker_pids(server.process.pid) for name, server in servers.items()}
+    expected = {"nginx": 1}  # one nginx worker; gunicorn's servers here run 2
+    workers = {name: worker_pids(server.process.pid, expected.get(name, 2)) for name, server in servers.items()}
     for round_number in range(ROUNDS):
         for name, (url, headers, costs) in rows.items():
             pids = [pid for server in costs for pid in workers[server]]
