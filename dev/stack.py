@@ -173,9 +173,12 @@ def start_redis_cluster(ports: list[int], workdir: Path) -> list[Service]:
          "--cluster-yes"],
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
-    client = redis.Redis(port=ports[0])
-    nodes[0].wait_until(lambda: "cluster_state': 'ok" in str(client.execute_command("CLUSTER INFO")))
-    client.close()
+    # Every node must see the cluster as ok, not only the first: a node still converging answers
+    # "CLUSTERDOWN The cluster is down" to the first commands routed to it.
+    for node, port in zip(nodes, ports, strict=True):
+        client = redis.Redis(port=port)
+        node.wait_until(lambda c=client: "cluster_state': 'ok" in str(c.execute_command("CLUSTER INFO")))
+        client.close()
     return nodes
 
 
