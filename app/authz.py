@@ -23,8 +23,7 @@ from werkzeug.exceptions import NotFound
 from . import extensions, metrics
 from .bff import never_cache
 from .errors import BffError
-from .proxy import checked_target, session_access_token
-from .proxy_headers import foreign_cookies
+from .proxy import checked_target, session_access_token, spa_cookies
 from .proxy_paths import invalid_path
 from .security import csrf_protected
 from .upstreams import UPSTREAM_NAME
@@ -80,10 +79,7 @@ def _authorize() -> Response:
     response = Response(status=204)
     response.headers[AUTHORIZATION_HEADER] = f"Bearer {token}"
     response.headers[UPSTREAM_PATH_HEADER] = parts.path + (f"?{parts.query}" if parts.query else "")
-    settings = extensions.settings()
-    cookies = foreign_cookies(
-        request.environ.get("HTTP_COOKIE", ""), (settings.cookie_name, settings.attempt_cookie_prefix)
-    )
+    cookies = spa_cookies()
     if cookies:
         response.headers[UPSTREAM_COOKIE_HEADER] = cookies
     return response

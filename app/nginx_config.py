@@ -12,6 +12,7 @@ Two proxy modes for `/api/<name>/` (README, "Deploying behind nginx"):
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -41,7 +42,6 @@ HIDDEN_FAMILIES = (
     "Document-Policy", "X-Powered-By", "Server", "Server-Timing", "Timing-Allow-Origin", "Content-Location",
 )  # fmt: skip
 NGINX_HEADER = re.compile(r"[a-z0-9-]+")  # what `$http_<name>` can name
-HOP_BY_HOP_REQUEST = {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "content-length"}
 
 
 @dataclass(frozen=True)
@@ -188,14 +188,15 @@ def _server(settings: Settings, options: NginxOptions, host: str, offload: bool)
             *_static_error("@bff_api_too_large", 413, "request_too_large", "The request body is too large."),
         ]
         for name, upstream in sorted(settings.api_upstreams.items()):
-            lines += _api_location(name, upstream, settings)
+            lines += _api_location(name, upstream, settings, public)
     return [*lines, "}"]
 
 
-def _api_location(name: str, upstream: Upstream, settings: Settings) -> list[str]:
+def _api_location(name: str, upstream: Upstream, settings: Settings, public: str) -> list[str]:
     parts = urlsplit(upstream.url)
     scheme = parts.scheme
-    allowed = sorted((FORWARDED_REQUEST_HEADERS | upstream.forward_headers) - HOP_BY_HOP_REQUEST)
+    # Neither set holds a hop-by-hop header or Content-Length (upstreams.py refuses them).
+    allowed = sorted(FORWARDED_REQUEST_HEADERS | upstream.forward_headers)
     if odd := [h for h in allowed if not NGINX_HEADER.fullmatch(h)]:
         raise ValueError(f"{name}: nginx cannot forward {odd[0]!r} by name (letters, digits and '-' only)")
     forwarded = [f"        proxy_set_header {_title(h)} $http_{h.replace('-', '_')};" for h in allowed]
@@ -229,7 +230,7 @@ def _api_location(name: str, upstream: Upstream, settings: Settings) -> list[str
         f"        proxy_set_header X-Forwarded-Prefix /api/{name};",
         "        proxy_set_header X-Forwarded-For $remote_addr;",
         "        proxy_set_header X-Forwarded-Proto https;",
-        f"        proxy_set_header X-Forwarded-Host {urlsplit(settings.public_url).netloc};",
+        f"        proxy_set_header X-Forwarded-Host {public};",
         "        proxy_set_header X-Request-ID $request_id;",
         '        proxy_set_header X-BFF-Authz-Secret "";',
         "        # Response headers the upstream may not set for the SPA's origin (proxy_headers.py).",
@@ -297,7 +298,8 @@ def _location_map(name: str, upstream: Upstream) -> list[str]:
 
 
 def _json_error(code: str, description: str) -> str:
-    return '{"error":"%s","error_description":"%s"}' % (code, description)  # noqa: UP031 - braces
+    """The BFF's error body (security.error_response), written into the configuration."""
+    return json.dumps({"error": code, "error_description": description}, separators=(",", ":"))
 
 
 def _static_error(name: str, status: int, code: str, description: str) -> list[str]:

@@ -133,6 +133,14 @@ def session_access_token() -> str:
     return access_token_for(extensions.store(), extensions.provider(), ref, dict(session), skew=settings.refresh_skew)
 
 
+def spa_cookies() -> str:
+    """The request's Cookie header without the BFF's own cookies: what an upstream may see."""
+    settings = extensions.settings()
+    return foreign_cookies(
+        request.environ.get("HTTP_COOKIE", ""), (settings.cookie_name, settings.attempt_cookie_prefix)
+    )
+
+
 def _request_body(limit: int) -> Any:
     """None, a declared-length stream, or a chunked body read whole (up to `limit`) first."""
     stream = request.environ["wsgi.input"]
@@ -194,9 +202,7 @@ def _send(url: str, body: Any, headers: dict[str, str], name: str, settings: Any
 def _upstream_headers(token: str, name: str, extra: frozenset[str], body: Any) -> dict[str, str]:
     settings = extensions.settings()
     headers = forwarded_request_headers(request.headers.items(), extra)
-    cookies = foreign_cookies(
-        request.environ.get("HTTP_COOKIE", ""), (settings.cookie_name, settings.attempt_cookie_prefix)
-    )
+    cookies = spa_cookies()
     if cookies:
         headers["Cookie"] = cookies
     if body is not None:

@@ -28,10 +28,8 @@ import redis
 import requests
 from joserfc.jwk import RSAKey
 
-from app.config import load_settings
 from app.crypto import TokenCipher, parse_encryption_keys
 from app.keyspace import SessionRef, record_key, sid_index_key, user_index_key
-from app.nginx_config import NginxOptions, render
 from app.sessions import SessionStore
 from bench.keys import NAIVE_KEY
 from dev import forge
@@ -48,7 +46,7 @@ from dev.stack import (
     start_nginx,
     start_redis,
 )
-from dev.tls import make_certificates
+from dev.tls import local_nginx_site, make_certificates
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
@@ -182,14 +180,7 @@ def nginx_site(env: dict[str, str], ports: dict[str, int], work: Path) -> str:
     and a second https server proxying straight to the sample API (nginx alone)."""
     certificates = make_certificates(work / "tls")
     tls = f"ssl_certificate {certificates.certificate}; ssl_certificate_key {certificates.key};"
-    options = NginxOptions(
-        bff_address=f"127.0.0.1:{ports['bff']}",
-        listen=ports["nginx"],
-        http_redirect_port=None,
-        certificate=str(certificates.certificate),
-        certificate_key=str(certificates.key),
-    )
-    site = render(load_settings(env), options)
+    site = local_nginx_site(env, ports["bff"], ports["nginx"], certificates)
     python_mode = "    location /api/python/ {\n        rewrite ^/api/python/(.*)$ /api/echo/$1 break;\n"
     python_mode += "        proxy_pass http://bff_app;\n    }\n"
     site = site.replace("    location / {\n", python_mode + "\n    location / {\n", 1)

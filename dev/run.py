@@ -22,10 +22,8 @@ import socket
 import sys
 import time
 
-from app.config import load_settings
-from app.nginx_config import NginxOptions, render
 from dev.stack import ROOT, Service, bff_env, free_port, start_bff, start_echo, start_idp, start_nginx, start_redis
-from dev.tls import make_certificates
+from dev.tls import local_nginx_site, make_certificates
 
 
 def port_is_free(port: int) -> bool:
@@ -72,14 +70,8 @@ def main() -> int:
         services.append(start_bff(bff_port, env, workdir / "bff.log"))
         if tls_port:
             certificates = make_certificates(workdir / "tls")
-            options = NginxOptions(
-                bff_address=f"127.0.0.1:{bff_port}",
-                listen=tls_port,
-                http_redirect_port=None,
-                certificate=str(certificates.certificate),
-                certificate_key=str(certificates.key),
-            )
-            services.append(start_nginx(tls_port, render(load_settings(env), options), workdir))
+            site = local_nginx_site(env, bff_port, tls_port, certificates)
+            services.append(start_nginx(tls_port, site, workdir))
             trust = (
                 f"  Behind nginx (https, HTTP/2; /api offloaded). The certificate is signed by a CA made\n"
                 f"  for this demo: trust {certificates.ca} in your browser (Settings > Privacy and\n"

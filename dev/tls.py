@@ -13,12 +13,28 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from app.config import load_settings
+from app.nginx_config import NginxOptions, render
+
 
 @dataclass(frozen=True)
 class Certificates:
     ca: Path  # what clients trust
     certificate: Path  # nginx's chain: the leaf, then the CA
     key: Path
+
+
+def local_nginx_site(env: dict[str, str], bff_port: int, listen: int, certificates: Certificates) -> str:
+    """`flask nginx-config`'s configuration (offload mode, no port-80 redirect) for a BFF started
+    with `env` on `bff_port`, served on `listen` with `certificates`: `make run-tls`, `make bench`."""
+    options = NginxOptions(
+        bff_address=f"127.0.0.1:{bff_port}",
+        listen=listen,
+        http_redirect_port=None,
+        certificate=str(certificates.certificate),
+        certificate_key=str(certificates.key),
+    )
+    return render(load_settings(env), options)
 
 
 def make_certificates(folder: Path, name: str = "localhost") -> Certificates:
