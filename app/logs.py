@@ -8,6 +8,7 @@ by exception type, since messages can quote request data.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -16,9 +17,10 @@ import time
 from datetime import UTC, datetime
 
 import msgspec
-from flask import g, has_request_context
+from flask import has_request_context, request
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID_KEY = "bff.request_id"  # in the WSGI environ, set by request_cycle.StampRequests
 # A query string in gunicorn's lines (`Invalid HTTP request line: 'GET /bff/callback?code=…'`):
 # from `?` to the next whitespace, keeping a closing quote. Not up to the first quote: a quote in
 # the query would make repr() quote the line with `"`, and the rest of the query would show.
@@ -35,8 +37,8 @@ class JsonFormatter(logging.Formatter):
         if record.name.startswith("gunicorn."):  # the app's own lines never carry a query
             message = QUERY.sub("?[redacted]", message)
         context = {k: getattr(record, k, None) for k in CONTEXT_FIELDS}
-        if has_request_context() and "request_id" in g:
-            context["request_id"] = g.request_id
+        if has_request_context():
+            context["request_id"] = current_request_id()
         if record.exc_info and record.exc_info[0] is not None:
             context["error"] = record.exc_info[0].__name__
         return json_line(record.created, record.levelname, record.name, message, context).decode()
@@ -53,7 +55,15 @@ def json_line(created: float, level: str, logger: str, message: str, context: di
         "message": message,
     }
     entry.update((k, v) for k, v in context.items() if v is not None)
-    return _ENCODER.encode(entry)
+    try:
+        return _ENCODER.encode(entry)
+    except UnicodeEncodeError:  # a lone surrogate (from an IdP's JSON, say): json escapes it
+        return json.dumps(entry, default=str).encode()
+
+
+def current_request_id() -> str:
+    """This request's id (empty outside a request, or before it was stamped)."""
+    return request.environ.get(REQUEST_ID_KEY, "") if has_request_context() else ""
 
 
 def configure(level: str = "INFO") -> None:

@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import urllib3
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from . import extensions, metrics
 from .errors import BffError
+from .logs import current_request_id
 from .proxy_headers import foreign_cookies, forwarded_request_headers, mapped_location, relayed_response_headers
 from .proxy_paths import api_tail, raw_path, upstream_url
 from .refresh import access_token_for
@@ -211,7 +212,7 @@ def _upstream_headers(token: str, name: str, extra: frozenset[str], body: Any) -
     headers.update(
         {
             "Authorization": f"Bearer {token}",
-            "X-Request-Id": g.get("request_id", ""),
+            "X-Request-Id": current_request_id(),
             "X-Forwarded-For": request.remote_addr or "",
             "X-Forwarded-Proto": scheme,
             "X-Forwarded-Host": host,

@@ -7,6 +7,11 @@ request. Here each proxy is resolved once and the parts are plain functions of w
 in the order the contract wants: the request id first (every log line of the request carries
 it), the response's headers before the access line and the metric, which time the whole of it.
 Blueprint hooks (`Cache-Control: no-store` on /bff, the proxy's counter) still run before these.
+
+The request's id and start time are stamped into its WSGI environ before Flask opens anything:
+a request whose session cannot be opened (Redis down) still echoes its id, and its error and
+access lines carry it. The after hook reads the session the interface opened from there too, so
+a session that was never opened is simply absent (the `session` proxy would assert).
 """
 
 from __future__ import annotations
@@ -16,17 +21,32 @@ import os
 import time
 from typing import Any
 
-from flask import Flask, Request, Response, g, request, session
-from flask.ctx import _AppCtxGlobals
+from flask import Flask, Request, Response, request
 
 from . import logs, metrics, security
-from .session_interface import BffSession
+from .session_interface import OPENED_SESSION, BffSession
 
 
 def request_id(incoming: str) -> str:
     """The caller's `X-Request-ID` when it looks like one (a trace crossing the ingress), else a
     fresh one."""
     return incoming if logs.REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
+
+
+STARTED = "bff.started"
+
+
+class StampRequests:
+    """WSGI middleware (Flask's documented `app.wsgi_app` wrapping): each request's id and start
+    time, set before the request context is pushed and the session opened."""
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ[STARTED] = time.perf_counter()
+        environ[logs.REQUEST_ID_KEY] = request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        return self.wsgi_app(environ, start_response)
 
 
 def _resolved(proxy: Any) -> Any:
@@ -36,18 +56,12 @@ def _resolved(proxy: Any) -> Any:
 
 def init_app(app: Flask, https: bool) -> None:
     def begin_request() -> None:
-        req: Request = _resolved(request)
-        ctx_globals: _AppCtxGlobals = _resolved(g)
-        ctx_globals.started = time.perf_counter()
-        ctx_globals.request_id = request_id(req.environ.get("HTTP_X_REQUEST_ID", ""))
-        security.refuse_oversized_body(req)
+        security.refuse_oversized_body(_resolved(request))
 
     def finish_request(response: Response) -> Response:
         req: Request = _resolved(request)
-        ctx_globals: _AppCtxGlobals = _resolved(g)
-        # Absent when the request failed before `begin_request` (opening the session, say).
-        started = ctx_globals.get("started") or time.perf_counter()
-        rid = ctx_globals.get("request_id", "")
+        environ = req.environ
+        started, rid = environ[STARTED], environ[logs.REQUEST_ID_KEY]
         headers = response.headers
         security.add_security_headers(headers, response.mimetype, https)
         headers["X-Request-ID"] = rid
@@ -58,7 +72,7 @@ def init_app(app: Flask, https: bool) -> None:
             elapsed
         )
         if logs.access_log.isEnabledFor(logging.INFO):
-            current: BffSession | None = _resolved(session)
+            current: BffSession | None = environ.get(OPENED_SESSION)
             sub = current.get("sub") if current else None
             ref = current.ref if current and sub else None
             logs.write_access_line(
@@ -72,5 +86,6 @@ def init_app(app: Flask, https: bool) -> None:
             )
         return response
 
+    app.wsgi_app = StampRequests(app.wsgi_app)  # type: ignore[method-assign]
     app.before_request(begin_request)
     app.after_request(finish_request)

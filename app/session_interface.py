@@ -12,7 +12,7 @@ import functools
 from datetime import timedelta
 from typing import Any, cast
 
-from flask import Flask, Response, session
+from flask import Flask, Request, Response, session
 from flask_session.base import ServerSideSession, ServerSideSessionInterface
 
 from .keyspace import SessionRef
@@ -50,6 +50,9 @@ def current_session() -> BffSession:
     return cast(BffSession, session._get_current_object())  # type: ignore[attr-defined]
 
 
+OPENED_SESSION = "bff.session"  # the WSGI environ key of the session this request opened
+
+
 class BffSessionInterface(ServerSideSessionInterface):
     """A Flask-Session backend storing through `SessionStore`.
 
@@ -63,6 +66,13 @@ class BffSessionInterface(ServerSideSessionInterface):
     def __init__(self, app: Flask, store: SessionStore) -> None:
         super().__init__(app, key_prefix="", sid_length=32)
         self.store = store
+
+    def open_session(self, app: Flask, request: Request) -> ServerSideSession:
+        """Flask-Session's, remembered in the environ for the access line: reading `flask.session`
+        there would assert when opening failed, and would mark every session accessed."""
+        session = super().open_session(app, request)
+        request.environ[OPENED_SESSION] = session
+        return session
 
     def _get_store_id(self, sid: str) -> str:
         return sid  # the store derives the key; the cookie value itself is never a key

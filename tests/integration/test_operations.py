@@ -199,3 +199,18 @@ def test_sigterm_lets_requests_in_flight_finish(stack, make_agent, make_bff):
         assert bff.service.process.wait(20) == 0
     finally:
         release.unlink(missing_ok=True)
+
+
+def test_with_redis_down_the_answer_still_carries_its_request_id_and_one_access_line(make_bff):
+    """Opening the session fails before any before-request hook runs: the request's id and start
+    time are set before that, so the 503 echoes the id and the access line is written with it."""
+    bff = make_bff(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    cookie = "A" * 12 + "." + "B" * 43  # shaped like a session id: the BFF must ask Redis
+    headers = {"X-CSRF": "1", "X-Request-ID": "outage-trace-1", "Cookie": f"bff={cookie}"}
+    response = requests.get(f"{bff.direct}/bff/user", headers=headers, timeout=15)
+    assert response.status_code == 503 and response.headers["X-Request-ID"] == "outage-trace-1"
+    lines = [json.loads(line) for line in bff.service.log().splitlines() if line.startswith("{")]
+    mine = [e for e in lines if e.get("request_id") == "outage-trace-1"]
+    assert [e["logger"] for e in mine].count("bff.access") == 1
+    assert [e["status"] for e in mine if e["logger"] == "bff.access"] == [503]
+    assert not [e for e in lines if "finalizing failed" in e["message"]]
