@@ -78,3 +78,19 @@ def make_certificates(folder: Path, name: str = "localhost") -> Certificates:
     paths.key.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     paths.key.chmod(0o600)
     return paths
+
+
+def existing_or_new(folder: Path) -> Certificates:
+    """The certificates already in `folder`, or new ones: a browser told to trust the CA keeps
+    trusting it across restarts of the compose stack."""
+    paths = Certificates(folder / "ca.pem", folder / "localhost.pem", folder / "localhost.key")
+    if all(path.is_file() for path in (paths.ca, paths.certificate, paths.key)):
+        return paths
+    return make_certificates(folder)
+
+
+if __name__ == "__main__":  # docker/compose.yaml's nginx-setup: python -m dev.tls FOLDER
+    import sys
+
+    made = existing_or_new(Path(sys.argv[1]))
+    print(f"certificate for localhost: {made.certificate}; trust this CA in your browser: {made.ca}")
