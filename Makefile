@@ -23,7 +23,7 @@ test: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadgroup
 
 bench: deps $(BENCH_STAMP)
 	@sh scripts/system-deps.sh wrk

@@ -20,6 +20,10 @@ import requests
 from dev.agent import Agent
 from dev.stack import ROOT, free_port
 
+# Both runs share the checkout's .run/ folder (logs, the demo's certificate): one process runs them,
+# one after the other, when the suite is spread over processes (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("make-run")
+
 LAUNCHER = [str(ROOT / ".venv" / "bin" / "python"), "-m", "dev.run"]  # as `make run` starts it
 
 

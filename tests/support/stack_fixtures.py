@@ -33,6 +33,7 @@ from dev.stack import (
     start_redis_sentinel,
 )
 from support.capture import CaptureUpstream
+from support.leak_check import find_leaks
 
 API_MAX_BODY = 1024 * 1024
 AUTHZ_SECRET = "test-authz-secret-0123456789abcdefghijklmnop"  # what nginx would send to /bff/authz
@@ -173,6 +174,10 @@ def stack(workdir):
             (ports["tls"], ports["tls_python"]),
         )
         client.close()
+        # Once every test of this process is done: its whole traffic, checked (an error here
+        # fails the run, reported at the teardown of the process's last test).
+        findings = find_leaks(IssuedTokens(tokens_file).all(), workdir)
+        assert not findings.leaks, f"I1 broken in this run: {findings.leaks}"
     finally:
         capture.stop()
         for service in reversed(services):
