@@ -23,6 +23,7 @@ from . import (
     signout_views,
     spa,
 )
+from .client_tokens import ClientTokens
 from .config import Settings, load_settings
 from .crypto import CookieSealer, TokenCipher
 from .extensions import Services
@@ -36,20 +37,27 @@ log = logging.getLogger(__name__)
 def build_services(settings: Settings) -> Services:
     """Every shared object, once: the IdP client, the Redis client, the store, the cookie sealer."""
     client = make_redis(settings.redis, settings.redis_timeout)
+    cipher = TokenCipher(list(settings.token_encryption_keys))
+    provider = Provider(
+        issuer=settings.issuer,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret,
+        scopes=settings.scopes,
+        redirect_uri=settings.redirect_uri,
+        timeout=settings.idp_timeout,
+        revocation_timeout=settings.revocation_timeout,
+        client_keys=settings.client_keys,
+        client_auth=settings.client_auth,
+        assertion_audience=settings.assertion_audience,
+        par=settings.par,
+    )
     return Services(
         settings=settings,
-        provider=Provider(
-            issuer=settings.issuer,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-            scopes=settings.scopes,
-            redirect_uri=settings.redirect_uri,
-            timeout=settings.idp_timeout,
-            revocation_timeout=settings.revocation_timeout,
-        ),
+        provider=provider,
         redis=client,
-        store=SessionStore(client, TokenCipher(list(settings.token_encryption_keys)), settings.session_idle_timeout),
+        store=SessionStore(client, cipher, settings.session_idle_timeout),
         cookie_sealer=CookieSealer(settings.secret_key, "bff sealed cookies v1"),
+        client_tokens=ClientTokens(client, cipher, provider, settings.refresh_skew),
     )
 
 

@@ -21,9 +21,10 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import NotFound
 
 from . import extensions, metrics
+from .api_access import api_token, checked_target
 from .bff import never_cache
 from .errors import BffError
-from .proxy import checked_target, session_access_token, spa_cookies
+from .proxy import spa_cookies
 from .proxy_paths import invalid_path
 from .security import csrf_protected
 from .upstreams import UPSTREAM_NAME
@@ -68,16 +69,17 @@ def _authorize() -> Response:
     name = api_name(path)
     outcome = "unknown"
     try:
-        _, url = checked_target(name, path, f"/api/{name}", query)
+        upstream, url = checked_target(name, path, f"/api/{name}", query)
         outcome = name
-        token = session_access_token()
+        token = api_token(name, upstream)
     except BffError as error:
         metrics.AUTHZ_DECISIONS.labels(outcome, metrics.status_label(error.status)).inc()
         raise
     metrics.AUTHZ_DECISIONS.labels(name, "204").inc()
     parts = urlsplit(url)
     response = Response(status=204)
-    response.headers[AUTHORIZATION_HEADER] = f"Bearer {token}"
+    if token is not None:  # none for an upstream whose policy sends none (or none to the anonymous)
+        response.headers[AUTHORIZATION_HEADER] = f"Bearer {token}"
     response.headers[UPSTREAM_PATH_HEADER] = parts.path + (f"?{parts.query}" if parts.query else "")
     cookies = spa_cookies()
     if cookies:

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, after_this_request, jsonify, redirect, re
 from werkzeug.wrappers import Response as HttpResponse
 
 from . import extensions, metrics, signout
+from .client_auth import public_jwks
 from .errors import BffError
 from .keyspace import new_session_id
 from .login import (
@@ -33,6 +34,17 @@ def never_cache(response: Response) -> Response:
     """Every /bff answer is about one browser (signout_views.py registers this hook too)."""
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.get("/jwks")
+def jwks() -> Response:
+    """The public keys of BFF_OIDC_CLIENT_KEY, for IdPs that fetch a client's keys by URL
+    (`jwks_uri`, RFC 7591): every configured key, so that during a rotation both verify.
+    Not cached, so that the IdP sees a rotation at its next fetch. 404 without keys."""
+    keys = extensions.settings().client_keys
+    if not keys:
+        raise BffError(404, "not_found", "No client keys are configured (BFF_OIDC_CLIENT_KEY).")
+    return jsonify(public_jwks(keys))
 
 
 @bp.get("/login")

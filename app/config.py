@@ -12,6 +12,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from . import env
+from .client_auth import ASSERTION_AUDIENCES, METHODS, ClientKey, parse_client_keys
 from .crypto import generate_key, parse_encryption_keys
 from .env import ConfigError
 from .login import normalize_prompt
@@ -22,6 +23,7 @@ from .upstreams import Upstream, load_upstreams
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 LOGOUT_MODES = ("client_id", "id_token_hint", "form_post")
+PAR_MODES = ("auto", "always", "never")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 AUTHZ_SECRET = re.compile(r"[A-Za-z0-9_-]{32,}")
@@ -32,7 +34,11 @@ class Settings:
     public_url: str
     issuer: str
     client_id: str
-    client_secret: str
+    client_secret: str = ""  # empty: the client authenticates with client_keys (private_key_jwt)
+    client_keys: tuple[ClientKey, ...] = ()  # BFF_OIDC_CLIENT_KEY: the first signs, all are published
+    client_auth: str = "auto"  # one of client_auth.METHODS
+    assertion_audience: str = "token_endpoint"  # or "issuer"
+    par: str = "auto"  # one of PAR_MODES
     scopes: str = "openid profile email offline_access"
     redis: RedisTarget = field(default_factory=lambda: parse_redis_url(DEFAULT_REDIS_URL))
     secret_key: str = ""
@@ -110,6 +116,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if "openid" not in scopes.split():
         raise ConfigError("BFF_OIDC_SCOPES: must include 'openid'")
 
+    client_secret, client_keys, client_auth = _client_credentials(environ)
     name = "BFF_POST_LOGOUT_REDIRECT_URI"
     post_logout = env.url(environ, name) if environ.get(name, "").strip() else public_url + "/bff/logged-out"
 
@@ -117,7 +124,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         public_url=public_url,
         issuer=env.url(environ, "BFF_OIDC_ISSUER"),
         client_id=env.required(environ, "BFF_OIDC_CLIENT_ID"),
-        client_secret=env.required(environ, "BFF_OIDC_CLIENT_SECRET"),
+        client_secret=client_secret,
+        client_keys=client_keys,
+        client_auth=client_auth,
+        assertion_audience=env.choice(
+            environ, "BFF_OIDC_CLIENT_ASSERTION_AUDIENCE", ASSERTION_AUDIENCES, DEFAULT["assertion_audience"]
+        ),
+        par=env.choice(environ, "BFF_OIDC_PAR", PAR_MODES, DEFAULT["par"]),
         scopes=scopes,
         redis=_redis(environ),
         secret_key=secret_key,
@@ -146,6 +159,35 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redis_timeout=env.number(environ, "BFF_REDIS_TIMEOUT", DEFAULT["redis_timeout"], whole=False, maximum=30),
         log_level=env.choice(environ, "BFF_LOG_LEVEL", LOG_LEVELS, DEFAULT["log_level"], str.upper),
     )
+
+
+def _client_credentials(environ: Mapping[str, str]) -> tuple[str, tuple[ClientKey, ...], str]:
+    """The client secret and/or keys, and the method that will use them (DESIGN §10); what the
+    IdP accepts is checked once its metadata is loaded (client_auth.choose_method)."""
+    secret = environ.get("BFF_OIDC_CLIENT_SECRET", "").strip()
+    method = env.choice(environ, "BFF_OIDC_CLIENT_AUTH", METHODS, DEFAULT["client_auth"])
+    raw, name = environ.get("BFF_OIDC_CLIENT_KEY", "").strip(), "BFF_OIDC_CLIENT_KEY"
+    path = environ.get("BFF_OIDC_CLIENT_KEY_FILE", "").strip()
+    if raw and path:
+        raise ConfigError("BFF_OIDC_CLIENT_KEY_FILE: set it or BFF_OIDC_CLIENT_KEY, not both")
+    if path:
+        name = "BFF_OIDC_CLIENT_KEY_FILE"
+        try:
+            with open(path, encoding="utf-8") as file:
+                raw = file.read().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{name}: cannot be read ({type(error).__name__})") from None
+    try:
+        keys = parse_client_keys(raw) if raw else ()
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
+    if method == "private_key_jwt" and not keys:
+        raise ConfigError("BFF_OIDC_CLIENT_KEY: required when BFF_OIDC_CLIENT_AUTH is private_key_jwt")
+    if method.startswith("client_secret") and not secret:
+        raise ConfigError(f"BFF_OIDC_CLIENT_SECRET: required when BFF_OIDC_CLIENT_AUTH is {method}")
+    if not secret and not keys:
+        raise ConfigError("BFF_OIDC_CLIENT_SECRET: required (or BFF_OIDC_CLIENT_KEY, for private_key_jwt)")
+    return secret, keys, method
 
 
 def _local_path(environ: Mapping[str, str], name: str, default: str) -> str:

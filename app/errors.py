@@ -29,3 +29,12 @@ class RefreshRefused(OidcError):
 
     def __init__(self) -> None:
         super().__init__("session_expired", "The session has expired; please sign in again.", status=401)
+
+
+class TokenRefused(OidcError):
+    """The IdP refused a token for one API (a client-credentials grant, or a refresh for another
+    resource or scope) while the session itself stays good: `idp_error` is its error code."""
+
+    def __init__(self, idp_error: str) -> None:
+        super().__init__("token_unavailable", "The identity provider refused a token for this API.", status=502)
+        self.idp_error = idp_error

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
+    from .client_tokens import ClientTokens
     from .config import Settings
     from .crypto import CookieSealer
     from .oidc import Provider
@@ -25,6 +26,7 @@ class Services:
     redis: RedisClient
     store: SessionStore
     cookie_sealer: CookieSealer
+    client_tokens: ClientTokens
 
 
 def install(app: Flask, services: Services) -> None:
@@ -49,3 +51,7 @@ def store() -> SessionStore:
 
 def cookie_sealer() -> CookieSealer:
     return services().cookie_sealer
+
+
+def client_tokens() -> ClientTokens:
+    return services().client_tokens

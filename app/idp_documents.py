@@ -29,7 +29,10 @@ class ProviderMetadata:
     revocation_endpoint: str | None = None
     id_token_algorithms: tuple[str, ...] = ("RS256",)
     token_auth_methods: tuple[str, ...] = ("client_secret_basic",)
+    token_auth_signing_algorithms: tuple[str, ...] | None = None  # None: not advertised
     iss_parameter_supported: bool = False
+    par_endpoint: str | None = None  # RFC 9126 pushed_authorization_request_endpoint
+    par_required: bool = False
 
     @classmethod
     def from_document(cls, document: dict[str, Any], expected_issuer: str) -> ProviderMetadata:
@@ -54,8 +57,18 @@ class ProviderMetadata:
             revocation_endpoint=_endpoint(document, "revocation_endpoint"),
             id_token_algorithms=tuple(document.get("id_token_signing_alg_values_supported") or ("RS256",)),
             token_auth_methods=tuple(document.get("token_endpoint_auth_methods_supported") or ("client_secret_basic",)),
+            token_auth_signing_algorithms=_strings(document, "token_endpoint_auth_signing_alg_values_supported"),
             iss_parameter_supported=document.get("authorization_response_iss_parameter_supported") is True,
+            par_endpoint=_endpoint(document, "pushed_authorization_request_endpoint"),
+            par_required=document.get("require_pushed_authorization_requests") is True,
         )
+
+
+def _strings(document: dict[str, Any], key: str) -> tuple[str, ...] | None:
+    value = document.get(key)
+    if not isinstance(value, list) or not value:
+        return None
+    return tuple(item for item in value if isinstance(item, str))
 
 
 def _endpoint(document: dict[str, Any], key: str) -> str | None:

@@ -31,6 +31,11 @@ LOGINS_WITHOUT_REFRESH_TOKEN = Counter(
 )
 BACKCHANNEL_LOGOUTS = Counter("bff_backchannel_logouts_total", "Back-channel logout requests, by result.", ["result"])
 SESSIONS_ENDED_BY_IDP = Counter("bff_backchannel_sessions_ended_total", "Sessions ended by back-channel logout.")
+CLIENT_TOKENS = Counter(
+    "bff_client_tokens_total",
+    "Client-credentials token requests to the IdP, by upstream and result (fetched, refused, idp_unavailable).",
+    ["upstream", "result"],
+)
 REFRESHES = Counter(
     "bff_token_refreshes_total",
     "Access-token refreshes, by result (success, refused, idp_unavailable, session_ended).",

@@ -10,70 +10,36 @@ JWKS keys with or without `kid`, optional claims, terse error bodies.
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from joserfc.jwk import KeySet
 
-from .errors import IdpUnavailable, OidcError, RefreshRefused
+from .client_auth import AssertionAuth, ClientKey, MethodMismatch, choose_method
+from .errors import IdpUnavailable, OidcError, RefreshRefused, TokenRefused
 from .idp_cache import BACKOFF_INITIAL, BACKOFF_MAX, CachedDocument
 from .idp_documents import ProviderMetadata, metadata_url, parse_jwks
+from .idp_requests import (
+    add_query,
+    build_logout_url,
+    client_secret_basic,
+    oauth_error_code,
+    par_request_uri,
+    token_selection,
+)
 from .jwt_checks import UnknownKeyId, validate_id_token, validate_logout_token
 
 log = logging.getLogger(__name__)
 
 METADATA_TTL = 3600
 JWKS_REFETCH_INTERVAL = 5  # after a refetch for an unknown kid, the next one waits this long
-
-
-def add_query(url: str, params: dict[str, str]) -> str:
-    """Append parameters, keeping any the endpoint already has (Azure AD B2C puts `p=` there)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def build_logout_url(
-    end_session_endpoint: str | None,
-    *,
-    client_id: str,
-    post_logout_redirect_uri: str,
-    state: str,
-    id_token_hint: str | None = None,
-) -> str:
-    """RP-Initiated Logout 1.0 URL. Without an end-session endpoint there is no IdP session to
-    end through the browser, so the user simply goes to the post-logout page."""
-    if not end_session_endpoint:
-        return post_logout_redirect_uri
-    params = {"client_id": client_id, "post_logout_redirect_uri": post_logout_redirect_uri, "state": state}
-    if id_token_hint:
-        params["id_token_hint"] = id_token_hint
-    return add_query(end_session_endpoint, params)
-
-
-def select_token_auth_method(supported: Iterable[str]) -> str:
-    """client_secret_basic is the spec's default; some IdPs only take client_secret_post."""
-    supported = tuple(supported)
-    if "client_secret_basic" in supported or "client_secret_post" not in supported:
-        return "client_secret_basic"
-    return "client_secret_post"
-
-
-def client_secret_basic(client: Any, method: str, uri: str, headers: dict, body: str) -> tuple[str, dict, str]:
-    """RFC 6749 §2.3.1: form-encode the client id and secret, then Basic. Authlib sends them raw,
-    which breaks secrets with `%`, `+` or `:` at IdPs that decode them as the spec says."""
-    credentials = f"{quote_plus(client.client_id)}:{quote_plus(client.client_secret or '')}"
-    headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
-    return uri, headers, body
 
 
 class Provider:
@@ -90,6 +56,10 @@ class Provider:
         redirect_uri: str,
         timeout: float,
         revocation_timeout: float,
+        client_keys: tuple[ClientKey, ...] = (),
+        client_auth: str = "auto",
+        assertion_audience: str = "token_endpoint",
+        par: str = "auto",
         metadata_ttl: float = METADATA_TTL,
         jwks_refetch_interval: float = JWKS_REFETCH_INTERVAL,
         backoff_initial: float = BACKOFF_INITIAL,
@@ -98,6 +68,11 @@ class Provider:
         self.issuer = issuer
         self.client_id = client_id
         self._client_secret = client_secret
+        self._client_key = client_keys[0] if client_keys else None  # the first signs (DESIGN §10)
+        self._client_auth = client_auth
+        self._assertion_audience = assertion_audience
+        self._par = par
+        self._checked: tuple[ProviderMetadata, str | OidcError] | None = None
         self.scopes = scopes
         self.redirect_uri = redirect_uri
         self.timeout = timeout
@@ -147,29 +122,77 @@ class Provider:
             raise IdpUnavailable(f"the IdP's {what} is not a JSON object")
         return document
 
-    # Sign-in --------------------------------------------------------------------------------
+    # Client authentication and PAR, as configured and as this IdP accepts them --------------
+
+    def client_auth_method(self) -> str:
+        """The method for the token, revocation and PAR endpoints (client_auth.choose_method),
+        decided once per metadata document. A configuration the IdP cannot accept is an
+        `OidcError` naming the variable (logged once; /readyz reports it)."""
+        metadata = self.metadata
+        if self._checked is None or self._checked[0] is not metadata:
+            try:
+                method = choose_method(
+                    self._client_auth,
+                    has_secret=bool(self._client_secret),
+                    key=self._client_key,
+                    advertised=metadata.token_auth_methods,
+                    signing_algorithms=metadata.token_auth_signing_algorithms,
+                )
+                self._check_par(metadata)
+                self._checked = (metadata, method)
+            except MethodMismatch as error:
+                log.error("configuration does not match the IdP: %s", error)
+                self._checked = (metadata, OidcError("client_misconfigured", str(error), 502))
+        outcome = self._checked[1]
+        if isinstance(outcome, OidcError):
+            raise outcome
+        return outcome
+
+    def _check_par(self, metadata: ProviderMetadata) -> None:
+        if self._par == "always" and not metadata.par_endpoint:
+            raise MethodMismatch(
+                "BFF_OIDC_PAR: always, but the IdP advertises no pushed_authorization_request_endpoint"
+            )
+        if self._par == "never" and metadata.par_required:
+            raise MethodMismatch("BFF_OIDC_PAR: never, but the IdP requires pushed authorization requests")
 
     def _oauth_client(self, timeout: float) -> OAuth2Session:
+        method = self.client_auth_method()
         client = OAuth2Session(
             client_id=self.client_id,
-            client_secret=self._client_secret,
+            client_secret=self._client_secret or None,
             scope=self.scopes,
             redirect_uri=self.redirect_uri,
             code_challenge_method="S256",
-            token_endpoint_auth_method=select_token_auth_method(self.metadata.token_auth_methods),
-            revocation_endpoint_auth_method=select_token_auth_method(self.metadata.token_auth_methods),
+            token_endpoint_auth_method=method,
+            revocation_endpoint_auth_method=method,
             default_timeout=timeout,
         )
         client.register_client_auth_method(("client_secret_basic", client_secret_basic))
+        if self._client_key is not None:
+            audience = self.metadata.issuer if self._assertion_audience == "issuer" else self.metadata.token_endpoint
+            client.register_client_auth_method(AssertionAuth(self._client_key, audience))
         return client
 
+    # Sign-in --------------------------------------------------------------------------------
+
     def authorization_url(self, *, state: str, nonce: str, code_verifier: str, prompt: str | None = None) -> str:
+        """The URL the browser is sent to. With PAR (RFC 9126) the parameters are pushed to the
+        IdP first, with the client's authentication, and the URL carries only `client_id` and
+        the `request_uri` the IdP answered."""
         extra = {"prompt": prompt} if prompt else {}
+        endpoint = self.metadata.authorization_endpoint
         with self._oauth_client(self.timeout) as client:
             url, _ = client.create_authorization_url(
-                self.metadata.authorization_endpoint, state=state, code_verifier=code_verifier, nonce=nonce, **extra
+                endpoint, state=state, code_verifier=code_verifier, nonce=nonce, **extra
             )
-        return url
+            par = None if self._par == "never" else self.metadata.par_endpoint
+            if not par:
+                return url
+        own = set(parse_qsl(urlsplit(endpoint).query, keep_blank_values=True))
+        params = [pair for pair in parse_qsl(urlsplit(url).query, keep_blank_values=True) if pair not in own]
+        response = self._authenticated_post(par, params, "pushed authorization request endpoint")
+        return add_query(endpoint, {"client_id": self.client_id, "request_uri": par_request_uri(response)})
 
     def exchange_code(self, code: str, code_verifier: str) -> dict[str, Any]:
         """Authorization code → token response. Refusals keep the IdP's error code, not its text."""
@@ -233,29 +256,55 @@ class Provider:
             return {}
         return claims if isinstance(claims, dict) else {}
 
-    def refresh(self, refresh_token: str) -> dict[str, Any]:
-        """Refresh grant (RFC 6749 §6). Any 4xx, whatever its body, is `RefreshRefused`; no answer
-        or a 5xx is `IdpUnavailable`, since the session may still be good."""
+    def refresh(self, refresh_token: str, *, resource: str | None = None, scope: str | None = None) -> dict[str, Any]:
+        """Refresh grant (RFC 6749 §6), for the sign-in's own token or for another `resource`
+        (RFC 8707 §2.2) or `scope`. For the sign-in's token any 4xx, whatever its body, is
+        `RefreshRefused`; for another resource only `invalid_grant` is (the refresh token is
+        dead), the rest `TokenRefused`. No answer or a 5xx is `IdpUnavailable`, since the session
+        may still be good."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        try:
+            return self._token_request(form | token_selection(resource, scope))
+        except TokenRefused as refused:
+            if (resource or scope) and refused.idp_error != "invalid_grant":
+                raise
+            raise RefreshRefused() from None
+
+    def client_credentials(self, *, resource: str | None = None, scope: str | None = None) -> dict[str, Any]:
+        """The BFF's own token (RFC 6749 §4.4) for an upstream whose policy is `client`."""
+        return self._token_request({"grant_type": "client_credentials"} | token_selection(resource, scope))
+
+    def _authenticated_post(self, url: str, form: Any, what: str) -> requests.Response:
+        """A form POST to one of the IdP's endpoints with the client's authentication."""
         with self._oauth_client(self.timeout) as client:
             try:
-                response = client.post(
-                    self.metadata.token_endpoint,
-                    data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                return client.post(
+                    url,
+                    data=form,
                     auth=client.client_auth(client.token_endpoint_auth_method),
                     headers={"Accept": "application/json"},
                     withhold_token=True,
                 )
             except requests.RequestException:
-                raise IdpUnavailable("the IdP's token endpoint could not be reached") from None
+                raise IdpUnavailable(f"the IdP's {what} could not be reached") from None
+
+    def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
+        """POST to the token endpoint with the client's authentication. A 4xx is `TokenRefused`
+        with the IdP's error code (or `invalid_request` when its body has none)."""
+        response = self._authenticated_post(self.metadata.token_endpoint, form, "token endpoint")
         if 400 <= response.status_code < 500:
-            raise RefreshRefused()
+            raise TokenRefused(oauth_error_code(response))
         try:
             response.raise_for_status()
             tokens = response.json()
         except (requests.RequestException, ValueError):
             raise IdpUnavailable("the IdP's token endpoint failed") from None
-        if not isinstance(tokens, dict) or not tokens.get("access_token"):
-            raise IdpUnavailable("the IdP's refresh response lacks an access token")
+        if (
+            not isinstance(tokens, dict)
+            or not isinstance(tokens.get("access_token"), str)
+            or not tokens["access_token"]
+        ):
+            raise IdpUnavailable("the IdP's token response lacks an access token")
         return tokens
 
     # Sign-out -------------------------------------------------------------------------------

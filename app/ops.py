@@ -20,7 +20,8 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready to serve: Redis answers and the IdP's metadata is loaded (or loads now)."""
+    """Ready to serve: Redis answers, the IdP's metadata is loaded (or loads now), and the
+    client's configuration is one the IdP accepts (DESIGN §10: named by its variable)."""
     failed = []
     try:
         extensions.services().redis.ping()
@@ -30,6 +31,11 @@ def readyz() -> Response:
         extensions.provider().metadata  # noqa: B018 - loads and caches it
     except OidcError:
         failed.append("the IdP's metadata cannot be loaded")
+    else:
+        try:
+            extensions.provider().client_auth_method()
+        except OidcError as error:
+            failed.append(f"the IdP does not accept this client's configuration: {error.description}")
     if failed:
         return error_response(503, "not_ready", "Not ready: " + "; ".join(failed) + ".")
     return jsonify(status="ready")

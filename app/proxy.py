@@ -20,14 +20,12 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from . import extensions, metrics
+from .api_access import api_token, checked_target
 from .errors import BffError
 from .logs import current_request_id
 from .proxy_headers import foreign_cookies, forwarded_request_headers, mapped_location, relayed_response_headers
-from .proxy_paths import api_tail, raw_path, upstream_url
-from .refresh import access_token_for
+from .proxy_paths import raw_path
 from .security import csrf_protected, drain
-from .session_interface import current_session
-from .upstreams import Upstream
 
 log = logging.getLogger(__name__)
 bp = Blueprint("proxy", __name__, url_prefix="/api")
@@ -94,12 +92,13 @@ def count(response: Response) -> Response:
 @bp.route("/<name>/<tail:path>", methods=METHODS)
 @csrf_protected
 def forward(name: str, path: str) -> Response:
-    """Forward to upstream `name` with `Authorization: Bearer <access token>`."""
+    """Forward to upstream `name` with `Authorization: Bearer <access token>` (the token its
+    policy chooses, if any: api_access.py)."""
     settings = extensions.settings()
     prefix = f"{request.script_root}/api/{name}"
     upstream, url = checked_target(name, raw_path(request.environ), prefix, request.query_string.decode("latin-1"))
     body = _request_body(settings.api_max_body)
-    token = session_access_token()
+    token = api_token(name, upstream)
     answer = _send(url, body, _upstream_headers(token, name, upstream.forward_headers, body), name, settings)
     headers = relayed_response_headers(answer.headers.items(), upstream.return_headers, answer.status)
     location = answer.headers.get("Location")
@@ -109,29 +108,6 @@ def forward(name: str, path: str) -> Response:
     if "Content-Type" not in answer.headers:
         del response.headers["Content-Type"]  # not Flask's text/html default: the browser must not guess
     return response
-
-
-def checked_target(name: str, path: str, prefix: str, query: str) -> tuple[Upstream, str]:
-    """The checks every API call passes before any token is looked at, whoever forwards it (this
-    proxy, or nginx after `GET /bff/authz`): someone is signed in (checked first, so anonymous
-    callers learn nothing, not even upstream names), `name` is configured, and the raw `path`
-    under `prefix` stays under the upstream's base. Returns the upstream and its URL."""
-    session = current_session()
-    if not session.signed_in or session.ref is None:
-        raise BffError(401, "unauthenticated", "No one is signed in.")
-    upstream = extensions.settings().api_upstreams.get(name)
-    if upstream is None:
-        raise BffError(404, "unknown_upstream", f"No API is configured under /api/{name}.")
-    tail = api_tail(path, prefix + "/")
-    return upstream, upstream_url(upstream.url, tail, query)
-
-
-def session_access_token() -> str:
-    """The signed-in session's access token, refreshed first under its lock when due."""
-    session, settings = current_session(), extensions.settings()
-    ref = session.ref
-    assert ref is not None  # checked_target ran first
-    return access_token_for(extensions.store(), extensions.provider(), ref, dict(session), skew=settings.refresh_skew)
 
 
 def spa_cookies() -> str:
@@ -200,7 +176,7 @@ def _send(url: str, body: Any, headers: dict[str, str], name: str, settings: Any
         raise BffError(502, "upstream_unavailable", f"The API '{name}' could not be reached.") from None
 
 
-def _upstream_headers(token: str, name: str, extra: frozenset[str], body: Any) -> dict[str, str]:
+def _upstream_headers(token: str | None, name: str, extra: frozenset[str], body: Any) -> dict[str, str]:
     settings = extensions.settings()
     headers = forwarded_request_headers(request.headers.items(), extra)
     cookies = spa_cookies()
@@ -211,7 +187,6 @@ def _upstream_headers(token: str, name: str, extra: frozenset[str], body: Any) -
     scheme, _, host = settings.public_url.partition("://")
     headers.update(
         {
-            "Authorization": f"Bearer {token}",
             "X-Request-Id": current_request_id(),
             "X-Forwarded-For": request.remote_addr or "",
             "X-Forwarded-Proto": scheme,
@@ -219,6 +194,8 @@ def _upstream_headers(token: str, name: str, extra: frozenset[str], body: Any) -
             "X-Forwarded-Prefix": f"/api/{name}",
         }
     )
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     return headers
 
 

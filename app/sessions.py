@@ -127,7 +127,11 @@ class SessionStore:
         }
 
     def seal_tokens(self, ref: SessionRef, tokens: dict[str, Any]) -> bytes:
+        """The sign-in's tokens and, under `apis`, the user's tokens for other resources or scopes
+        (refresh.py), sealed together: one record, one key, one lock."""
         kept = {k: tokens.get(k) for k in ("access_token", "refresh_token", "id_token")}
+        if tokens.get("apis"):
+            kept["apis"] = tokens["apis"]
         return self.cipher.seal(json.dumps(kept).encode(), ref.key_id.encode())
 
     def open_tokens(self, ref: SessionRef, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -183,10 +187,12 @@ class SessionStore:
     def replace_tokens(self, ref: SessionRef, record: dict[str, Any], tokens: dict[str, Any], lock_owner: str) -> bool:
         """Store refreshed tokens in the record (its idle expiry restarts: a request just used it),
         only while `lock_owner` holds the refresh lock and the record still exists. False when
-        the session ended meanwhile: the caller then owns tokens no session holds."""
+        the session ended meanwhile: the caller then owns tokens no session holds. Without an
+        `expires_in` key (a token for another API was added) the sign-in token's expiry stays."""
         updated = dict(record)
         updated["tokens"] = self.seal_tokens(ref, tokens)
-        updated["access_expires_at"] = _expiry(tokens.get("expires_in"), now())
+        if "expires_in" in tokens:
+            updated["access_expires_at"] = _expiry(tokens["expires_in"], now())
         keys = [record_key(ref), refresh_lock_key(ref)]
         return bool(
             self._write_if_owner(keys=keys, args=[lock_owner, self._encoder.encode(updated), self.idle_timeout])

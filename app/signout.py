@@ -22,9 +22,10 @@ from urllib.parse import urlencode, urlsplit
 
 from .crypto import CookieSealer
 from .errors import BffError
+from .idp_requests import add_query
 from .jwt_checks import CLOCK_SKEW, LOGOUT_TOKEN_MAX_AGE
 from .keyspace import digest
-from .oidc import Provider, add_query
+from .oidc import Provider
 from .session_interface import BffSession
 from .sessions import EndedSession, SessionFilter, SessionStore, now
 

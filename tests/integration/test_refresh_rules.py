@@ -33,7 +33,7 @@ class ScriptedProvider(Provider):
         self.refreshed_with: list[str] = []
         self.revoked: list[str] = []
 
-    def refresh(self, refresh_token):
+    def refresh(self, refresh_token, **selection):
         self.refreshed_with.append(refresh_token)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):

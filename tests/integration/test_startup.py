@@ -40,6 +40,19 @@ def test_gunicorn_refuses_to_start_with_one_line_naming_the_bad_variable(tmp_pat
     assert list(tmp_path.iterdir()) == []  # no metrics folder left behind by a failed start
 
 
+def test_every_mistake_in_the_upstreams_is_one_line_naming_the_variable(tmp_path):
+    upstreams = {
+        "orders": {"url": "http://127.0.0.1:9", "token": "service"},
+        "reports": {"url": "http://127.0.0.1:9", "token": "none", "scope": "read"},
+        "audit": {"url": "http://127.0.0.1:9", "resource": "urn:x#y"},
+    }
+    result = start_gunicorn(tmp_path, "BFF_API_UPSTREAMS", json.dumps(upstreams))
+    assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("bff: configuration error: BFF_API_UPSTREAMS: '") for line in lines)
+    assert ["'orders'" in lines[0], "'reports'" in lines[1], "'audit'" in lines[2]] == [True] * 3
+
+
 def test_forwarded_allow_ips_is_checked_by_gunicorn_itself_in_one_line(tmp_path):
     """gunicorn reads FORWARDED_ALLOW_IPS before gunicorn.conf.py, so its own message names the
     value, not the variable (app.config checks it the same way, for everything else)."""

@@ -80,6 +80,61 @@ def test_an_upstream_object_with_an_unknown_key_or_a_refused_header_is_named(ups
     assert message.startswith("BFF_API_UPSTREAMS: ") and named in message and "\n" not in message
 
 
+def test_an_upstream_object_chooses_its_token_policy_resource_and_scope():
+    raw = {
+        "plain": "https://api.example.com/v1",
+        "public": {"url": "https://public.example.com", "token": "none"},
+        "maybe": {"url": "https://maybe.example.com", "token": "user_or_none"},
+        "jobs": {"url": "https://jobs.example.com", "token": "client", "resource": "urn:jobs", "scope": " run  read "},
+        "reports": {"url": "https://reports.example.com", "resource": "https://reports.example.com/"},
+    }
+    upstreams = load_settings({**BASE, "BFF_API_UPSTREAMS": json.dumps(raw)}).api_upstreams
+    assert upstreams["plain"].policy == "user" and upstreams["plain"].resource is upstreams["plain"].scope is None
+    assert upstreams["public"].policy == "none" and upstreams["maybe"].policy == "user_or_none"
+    assert (upstreams["jobs"].policy, upstreams["jobs"].resource, upstreams["jobs"].scope) == (
+        "client",
+        "urn:jobs",
+        "run read",
+    )
+    assert upstreams["reports"].resource == "https://reports.example.com/" and upstreams["reports"].own_user_token
+    assert not upstreams["plain"].own_user_token and not upstreams["jobs"].own_user_token
+
+
+@pytest.mark.parametrize(
+    ("upstream", "named"),
+    [
+        ({"url": "https://api", "token": "service"}, "'token' must be one of user, user_or_none, client, none"),
+        ({"url": "https://api", "token": None}, "'token'"),
+        ({"url": "https://api", "resource": "api.example.com"}, "'resource'"),
+        ({"url": "https://api", "resource": "https://api#x"}, "'resource'"),
+        ({"url": "https://api", "resource": ""}, "'resource'"),
+        ({"url": "https://api", "resource": ["urn:a"]}, "'resource'"),
+        ({"url": "https://api", "scope": 'read"write'}, "'scope'"),
+        ({"url": "https://api", "scope": "  "}, "'scope'"),
+        ({"url": "https://api", "scope": 5}, "'scope'"),
+        ({"url": "https://api", "token": "none", "resource": "urn:a"}, "token 'none' sends none"),
+    ],
+)
+def test_a_token_policy_that_cannot_work_is_refused_naming_the_upstream(upstream, named):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**BASE, "BFF_API_UPSTREAMS": json.dumps({"orders": upstream})})
+    assert str(raised.value).startswith("BFF_API_UPSTREAMS: 'orders': ") and named in str(raised.value)
+
+
+def test_every_upstream_mistake_is_reported_one_line_each():
+    raw = {
+        "a": {"url": "ftp://x", "token": "bogus"},
+        "b": "https://fine.example.com",
+        "Bad Name": {"url": "https://x", "extra": 1},
+    }
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**BASE, "BFF_API_UPSTREAMS": json.dumps(raw)})
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 4 and all(line.startswith("BFF_API_UPSTREAMS: ") for line in lines)
+    assert "'a': 'url'" in lines[0] and "'a': 'token'" in lines[1]
+    assert "'Bad Name': a name" in lines[2] and "'Bad Name': unknown key 'extra'" in lines[3]
+
+
 @pytest.mark.parametrize("level", ["DEBUG", "info", "Warning", "error", "CRITICAL"])
 def test_log_level_is_one_of_the_standard_names_in_any_case(level):
     assert load_settings({**BASE, "BFF_LOG_LEVEL": level}).log_level == level.upper()

@@ -12,7 +12,6 @@ from app.oidc import (
     Provider,
     UnknownKeyId,
     build_logout_url,
-    select_token_auth_method,
     validate_id_token,
 )
 
@@ -193,18 +192,6 @@ def test_an_endpoint_that_is_not_an_http_url_is_ignored(end_session):
 def test_metadata_without_a_usable_token_endpoint_is_refused():
     with pytest.raises(OidcError):
         ProviderMetadata.from_document({"issuer": ISSUER, **ENDPOINTS, "token_endpoint": "t"}, ISSUER)
-
-
-@pytest.mark.parametrize(
-    ("supported", "expected"),
-    [
-        (["client_secret_basic", "client_secret_post"], "client_secret_basic"),
-        (["client_secret_post"], "client_secret_post"),
-        (["private_key_jwt"], "client_secret_basic"),
-    ],
-)
-def test_token_endpoint_auth_method_follows_the_metadata(supported, expected):
-    assert select_token_auth_method(supported) == expected
 
 
 class CountingProvider(Provider):

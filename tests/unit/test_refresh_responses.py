@@ -8,10 +8,11 @@ import base64
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 import pytest
 
-from app.errors import IdpUnavailable, RefreshRefused
+from app.errors import IdpUnavailable, RefreshRefused, TokenRefused
 from app.idp_documents import ProviderMetadata
 from app.oidc import Provider
 
@@ -95,3 +96,56 @@ def test_a_refresh_answer_without_a_new_refresh_token_is_returned_as_is(provider
     assert "grant_type=refresh_token" in ANSWER["form"] and "refresh_token=rt-1" in ANSWER["form"]
     user, secret = base64.b64decode(ANSWER["authorization"].split()[1]).decode().split(":")
     assert (user, secret) == ("spa", "s+e%2Fcret")  # RFC 6749 §2.3.1: form-encoded, then Basic
+
+
+def _form() -> dict[str, list[str]]:
+    return parse_qs(ANSWER["form"])
+
+
+def test_a_refresh_for_another_resource_sends_it_and_a_scope(provider):
+    ANSWER["reply"] = (200, "application/json", json.dumps({"access_token": "at-r", "expires_in": 60}).encode())
+    assert provider.refresh("rt-1", resource="https://reports.example", scope="reports read")["access_token"] == "at-r"
+    form = _form()
+    assert form["grant_type"] == ["refresh_token"] and form["refresh_token"] == ["rt-1"]
+    assert form["resource"] == ["https://reports.example"] and form["scope"] == ["reports read"]
+    provider.refresh("rt-1")
+    assert "resource" not in _form() and "scope" not in _form()  # the sign-in's own token: as before
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        ((400, "application/json", b'{"error": "invalid_target"}'), "invalid_target"),
+        ((400, "application/json", b'{"error": "invalid_scope", "error_description": "no"}'), "invalid_scope"),
+        ((401, "text/html", b"<h1>no</h1>"), "invalid_request"),
+        ((400, "application/json", b'["invalid_target"]'), "invalid_request"),
+        ((400, "application/json", b'{"error": "x\\u00e9"}'), "invalid_request"),
+    ],
+)
+def test_a_refusal_of_another_resource_keeps_the_session_and_names_the_idps_code(provider, reply, code):
+    """Only the refresh token's own death (invalid_grant) ends the session; an IdP that will not
+    give a token for this resource or scope refuses one API, not the user."""
+    ANSWER["reply"] = reply
+    with pytest.raises(TokenRefused) as refused:
+        provider.refresh("rt-1", resource="https://reports.example")
+    assert refused.value.idp_error == code and refused.value.status == 502
+
+
+def test_a_dead_refresh_token_ends_the_session_whichever_resource_asked(provider):
+    ANSWER["reply"] = (400, "application/json", b'{"error": "invalid_grant"}')
+    with pytest.raises(RefreshRefused):
+        provider.refresh("rt-1", scope="reports")
+
+
+def test_client_credentials_ask_with_the_clients_authentication_for_a_resource_and_scope(provider):
+    ANSWER["reply"] = (200, "application/json", json.dumps({"access_token": "at-c", "expires_in": 300}).encode())
+    assert provider.client_credentials(resource="urn:jobs", scope="run")["access_token"] == "at-c"
+    assert _form() == {"grant_type": ["client_credentials"], "resource": ["urn:jobs"], "scope": ["run"]}
+    assert ANSWER["authorization"].startswith("Basic ")
+    ANSWER["reply"] = (400, "application/json", b'{"error": "unauthorized_client"}')
+    with pytest.raises(TokenRefused) as refused:
+        provider.client_credentials()
+    assert refused.value.idp_error == "unauthorized_client"
+    ANSWER["reply"] = (200, "application/json", b'{"access_token": 5}')
+    with pytest.raises(IdpUnavailable):
+        provider.client_credentials()

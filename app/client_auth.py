@@ -1,0 +1,171 @@
+"""How the BFF proves it is the client at the IdP's token, revocation and PAR endpoints
+(DESIGN §10): `client_secret_basic`, `client_secret_post`, or `private_key_jwt` (RFC 7523, as
+OpenID Connect Core §9 profiles it) with the key(s) in `BFF_OIDC_CLIENT_KEY`.
+
+Pure, apart from the clock and randomness of each assertion: the keys are parsed and the method
+chosen here; Authlib sends the requests, through its documented `register_client_auth_method`
+hook (`AssertionAuth` below).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, RSAKey, import_key
+
+METHODS = ("auto", "client_secret_basic", "client_secret_post", "private_key_jwt")
+KEY_ALGORITHMS = {"RSA": ("RS256", "PS256"), "EC": ("ES256",)}
+ASSERTION_LIFETIME = 60  # seconds: long enough for clock skew, short enough to be useless if captured
+ASSERTION_AUDIENCES = ("token_endpoint", "issuer")
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    key: RSAKey | ECKey
+    kid: str
+    alg: str
+
+    def public_jwk(self) -> dict[str, Any]:
+        return {**self.key.as_dict(private=False), "kid": self.kid, "alg": self.alg, "use": "sig"}
+
+
+def parse_client_keys(raw: str) -> tuple[ClientKey, ...]:
+    """`BFF_OIDC_CLIENT_KEY`: one private JWK, a JWKS (`{"keys": [...]}`) or a JSON list of JWKs,
+    or one or more PEM private keys one after the other. The first key signs; every key's public
+    half is published at `/bff/jwks`, so that during a rotation the IdP still knows the other.
+    A key without a `kid` is named by its RFC 7638 thumbprint. Raises ValueError."""
+    raw = raw.strip()
+    if raw.startswith(("{", "[")):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise ValueError("is not valid JSON") from None
+        jwks = data.get("keys") if isinstance(data, dict) and "keys" in data else data
+        jwks = jwks if isinstance(jwks, list) else [jwks]
+        keys = [_from_jwk(jwk) for jwk in jwks]
+    elif "-----BEGIN" in raw:
+        blocks = ["-----BEGIN" + block for block in raw.split("-----BEGIN")[1:]]
+        keys = [_from_pem(block) for block in blocks]
+    else:
+        raise ValueError("must be a private JWK, a JWKS, or PEM private keys")
+    if not keys:
+        raise ValueError("holds no key")
+    kids = [key.kid for key in keys]
+    if len(set(kids)) != len(kids):
+        raise ValueError("two keys share a kid")
+    return tuple(keys)
+
+
+def _from_jwk(jwk: object) -> ClientKey:
+    if not isinstance(jwk, dict) or jwk.get("kty") not in KEY_ALGORITHMS:
+        raise ValueError("each key must be an RSA or EC JWK")
+    try:
+        key = import_key(jwk)
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise ValueError(f"a {jwk.get('kty')} JWK could not be read") from None
+    return _checked(key, jwk.get("kid"), jwk.get("alg"))
+
+
+def _from_pem(pem: str) -> ClientKey:
+    for kind in ("RSA", "EC"):
+        try:
+            key = import_key(pem.encode(), kind)
+        except (JoseError, ValueError, TypeError):
+            continue
+        return _checked(key, None, None)
+    raise ValueError("a PEM block is not an RSA or EC private key")
+
+
+def _checked(key: Any, kid: object, alg: object) -> ClientKey:
+    if not isinstance(key, RSAKey | ECKey) or not key.is_private:
+        raise ValueError("each key must be a private key (the BFF signs with it)")
+    kty = "RSA" if isinstance(key, RSAKey) else "EC"
+    if kty == "RSA" and key.raw_value.key_size < 2048:
+        raise ValueError("an RSA key must have at least 2048 bits")
+    if kty == "EC" and key.as_dict(private=False).get("crv") != "P-256":
+        raise ValueError("an EC key must be on P-256 (ES256)")
+    allowed = KEY_ALGORITHMS[kty]
+    if alg is not None and alg not in allowed:
+        raise ValueError(f"a {kty} key's alg must be one of {', '.join(allowed)}")
+    if kid is not None and (not isinstance(kid, str) or not kid):
+        raise ValueError("a kid must be a non-empty string")
+    return ClientKey(key, kid or key.thumbprint(), str(alg or allowed[0]))
+
+
+def public_jwks(keys: Iterable[ClientKey]) -> dict[str, Any]:
+    return {"keys": [key.public_jwk() for key in keys]}
+
+
+def client_assertion(key: ClientKey, client_id: str, audience: str, now: float | None = None) -> str:
+    """RFC 7523 §3 / OIDC Core §9: iss = sub = the client id, aud = the IdP, a fresh jti (the
+    IdP refuses a replay), a short exp; signed by `key` with its kid in the header."""
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": audience,
+        "jti": secrets.token_urlsafe(32),
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + ASSERTION_LIFETIME,
+    }
+    return jwt.encode({"alg": key.alg, "kid": key.kid, "typ": "JWT"}, claims, key.key, algorithms=[key.alg])
+
+
+class AssertionAuth(PrivateKeyJWT):
+    """Authlib's `private_key_jwt` method with our assertion: its own reuses a claims dict (and
+    so a jti) across requests when given one, and lasts an hour; the audience is fixed to the
+    IdP's choice rather than the endpoint being called (revocation, PAR)."""
+
+    def __init__(self, key: ClientKey, audience: str) -> None:
+        super().__init__(token_endpoint=audience)
+        self.key = key
+
+    def sign(self, auth: Any, token_endpoint: str) -> str:
+        return client_assertion(self.key, auth.client_id, token_endpoint)
+
+
+class MethodMismatch(ValueError):
+    """What the configuration asks for and what the IdP accepts disagree: names the variable."""
+
+
+def choose_method(
+    configured: str,
+    *,
+    has_secret: bool,
+    key: ClientKey | None,
+    advertised: tuple[str, ...],
+    signing_algorithms: tuple[str, ...] | None,
+) -> str:
+    """The client authentication method for this IdP. `auto`: private_key_jwt when a key is
+    configured, else client_secret_basic (the spec's default) unless the IdP only takes
+    client_secret_post. A method the IdP does not advertise, or a key algorithm it does not
+    accept, is a `MethodMismatch` naming the variable to change."""
+    if configured == "auto":
+        method = "private_key_jwt" if key else _secret_method(advertised)
+        variable = "BFF_OIDC_CLIENT_KEY" if key else "BFF_OIDC_CLIENT_SECRET"
+    else:
+        method, variable = configured, "BFF_OIDC_CLIENT_AUTH"
+    if method not in advertised:
+        raise MethodMismatch(
+            f"{variable}: the IdP does not accept {method} (it advertises {', '.join(advertised) or 'nothing'})"
+        )
+    if method == "private_key_jwt" and key and signing_algorithms and key.alg not in signing_algorithms:
+        accepted = ", ".join(signing_algorithms)
+        raise MethodMismatch(f"BFF_OIDC_CLIENT_KEY: the IdP does not accept {key.alg} assertions (it takes {accepted})")
+    return method
+
+
+def _secret_method(advertised: tuple[str, ...]) -> str:
+    """client_secret_basic is the spec's default; some IdPs only take client_secret_post."""
+    if "client_secret_basic" in advertised or "client_secret_post" not in advertised:
+        return "client_secret_basic"
+    return "client_secret_post"
