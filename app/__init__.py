@@ -34,6 +34,15 @@ from .sessions import SessionStore
 log = logging.getLogger(__name__)
 
 
+def sign_in_resources(settings: Settings) -> tuple[str, ...]:
+    """What the sign-in asks for (RFC 8707): its own resource, then every other resource a user
+    token is wanted for, so that a refresh can obtain each (refresh.py); none without the first."""
+    if settings.resource is None:
+        return ()
+    others = {u.resource for u in settings.api_upstreams.values() if u.user_token and u.resource}
+    return (settings.resource, *sorted(others - {settings.resource}))
+
+
 def build_services(settings: Settings) -> Services:
     """Every shared object, once: the IdP client, the Redis client, the store, the cookie sealer."""
     client = make_redis(settings.redis, settings.redis_timeout)
@@ -50,6 +59,7 @@ def build_services(settings: Settings) -> Services:
         client_auth=settings.client_auth,
         assertion_audience=settings.assertion_audience,
         par=settings.par,
+        resources=sign_in_resources(settings),
     )
     return Services(
         settings=settings,

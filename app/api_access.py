@@ -49,5 +49,6 @@ def api_token(name: str, upstream: Upstream) -> str | None:
         session.ref,
         dict(session),
         skew=settings.refresh_skew,
-        which=UserToken(upstream.resource, upstream.scope),
+        # The sign-in's own resource is the sign-in's token; any other resource or a scope, one of its own.
+        which=UserToken(None if upstream.resource == settings.resource else upstream.resource, upstream.scope),
     )

@@ -18,7 +18,7 @@ from .env import ConfigError
 from .login import normalize_prompt
 from .redis_client import RedisTarget, parse_redis_url
 from .security import normalize_return_url
-from .upstreams import Upstream, load_upstreams
+from .upstreams import Upstream, absolute_uri, load_upstreams
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
@@ -39,6 +39,7 @@ class Settings:
     client_auth: str = "auto"  # one of client_auth.METHODS
     assertion_audience: str = "token_endpoint"  # or "issuer"
     par: str = "auto"  # one of PAR_MODES
+    resource: str | None = None  # BFF_OIDC_RESOURCE: the sign-in token's RFC 8707 resource
     scopes: str = "openid profile email offline_access"
     redis: RedisTarget = field(default_factory=lambda: parse_redis_url(DEFAULT_REDIS_URL))
     secret_key: str = ""
@@ -117,6 +118,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise ConfigError("BFF_OIDC_SCOPES: must include 'openid'")
 
     client_secret, client_keys, client_auth = _client_credentials(environ)
+    upstreams = load_upstreams(environ)
+    resource = _sign_in_resource(environ, upstreams)
     name = "BFF_POST_LOGOUT_REDIRECT_URI"
     post_logout = env.url(environ, name) if environ.get(name, "").strip() else public_url + "/bff/logged-out"
 
@@ -131,6 +134,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             environ, "BFF_OIDC_CLIENT_ASSERTION_AUDIENCE", ASSERTION_AUDIENCES, DEFAULT["assertion_audience"]
         ),
         par=env.choice(environ, "BFF_OIDC_PAR", PAR_MODES, DEFAULT["par"]),
+        resource=resource,
         scopes=scopes,
         redis=_redis(environ),
         secret_key=secret_key,
@@ -150,7 +154,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         revocation_timeout=env.number(
             environ, "BFF_REVOCATION_TIMEOUT", DEFAULT["revocation_timeout"], whole=False, maximum=60
         ),
-        api_upstreams=load_upstreams(environ),
+        api_upstreams=upstreams,
         api_timeout=env.number(environ, "BFF_API_TIMEOUT", DEFAULT["api_timeout"], whole=False, maximum=3600),
         api_max_body=env.number(environ, "BFF_API_MAX_BODY", DEFAULT["api_max_body"], whole=True, unit="bytes"),
         refresh_skew=env.number(environ, "BFF_REFRESH_SKEW", DEFAULT["refresh_skew"], whole=True),
@@ -159,6 +163,25 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redis_timeout=env.number(environ, "BFF_REDIS_TIMEOUT", DEFAULT["redis_timeout"], whole=False, maximum=30),
         log_level=env.choice(environ, "BFF_LOG_LEVEL", LOG_LEVELS, DEFAULT["log_level"], str.upper),
     )
+
+
+def _sign_in_resource(environ: Mapping[str, str], upstreams: dict[str, Upstream]) -> str | None:
+    """RFC 8707: the sign-in asks for every resource its user tokens will be for, so that a
+    refresh may later obtain a token for each. The sign-in's own token then needs naming too,
+    or an IdP would hand the sign-in a token for whichever resource it likes."""
+    name = "BFF_OIDC_RESOURCE"
+    resource = environ.get(name, "").strip() or None
+    if resource is not None and not absolute_uri(resource):
+        raise ConfigError(
+            f"{name}: must be an absolute URI without fragment (RFC 8707), such as https://api.example.com"
+        )
+    others = sorted(n for n, u in upstreams.items() if u.user_token and u.resource and u.resource != resource)
+    if others and resource is None:
+        raise ConfigError(
+            f"{name}: required when an upstream names a resource for user tokens ({', '.join(others)}): "
+            "the sign-in token's own resource, asked for beside theirs"
+        )
+    return resource
 
 
 def _client_credentials(environ: Mapping[str, str]) -> tuple[str, tuple[ClientKey, ...], str]:

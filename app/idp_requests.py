@@ -5,6 +5,7 @@ error code of a refusal, a PAR answer. Pure, so that every IdP's variety is unit
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
@@ -13,10 +14,12 @@ import requests
 from .errors import IdpUnavailable, OidcError
 
 
-def add_query(url: str, params: dict[str, str]) -> str:
-    """Append parameters, keeping any the endpoint already has (Azure AD B2C puts `p=` there)."""
+def add_query(url: str, params: dict[str, str] | Iterable[tuple[str, str]]) -> str:
+    """Append parameters (a name may repeat, as RFC 8707's `resource`), keeping any the endpoint
+    already has (Azure AD B2C puts `p=` there)."""
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    pairs = list(params.items()) if isinstance(params, dict) else list(params)
+    query = parse_qsl(parts.query, keep_blank_values=True) + pairs
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 

@@ -60,6 +60,7 @@ class Provider:
         client_auth: str = "auto",
         assertion_audience: str = "token_endpoint",
         par: str = "auto",
+        resources: tuple[str, ...] = (),
         metadata_ttl: float = METADATA_TTL,
         jwks_refetch_interval: float = JWKS_REFETCH_INTERVAL,
         backoff_initial: float = BACKOFF_INITIAL,
@@ -72,6 +73,9 @@ class Provider:
         self._client_auth = client_auth
         self._assertion_audience = assertion_audience
         self._par = par
+        # RFC 8707: the sign-in's own resource first, then those other upstreams' user tokens need.
+        self._resources = resources
+        self._sign_in_resource = resources[0] if resources else None
         self._checked: tuple[ProviderMetadata, str | OidcError] | None = None
         self.scopes = scopes
         self.redirect_uri = redirect_uri
@@ -186,6 +190,7 @@ class Provider:
             url, _ = client.create_authorization_url(
                 endpoint, state=state, code_verifier=code_verifier, nonce=nonce, **extra
             )
+            url = add_query(url, [("resource", resource) for resource in self._resources])
             par = None if self._par == "never" else self.metadata.par_endpoint
             if not par:
                 return url
@@ -203,6 +208,7 @@ class Provider:
                     grant_type="authorization_code",
                     code=code,
                     code_verifier=code_verifier,
+                    **token_selection(self._sign_in_resource, None),
                 )
             except OAuthError as error:
                 raise OidcError(
@@ -263,8 +269,11 @@ class Provider:
         dead), the rest `TokenRefused`. No answer or a 5xx is `IdpUnavailable`, since the session
         may still be good."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        selection = (
+            token_selection(resource, scope) if resource or scope else token_selection(self._sign_in_resource, None)
+        )
         try:
-            return self._token_request(form | token_selection(resource, scope))
+            return self._token_request(form | selection)
         except TokenRefused as refused:
             if (resource or scope) and refused.idp_error != "invalid_grant":
                 raise

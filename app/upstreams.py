@@ -37,10 +37,8 @@ class Upstream:
     scope: str | None = None
 
     @property
-    def own_user_token(self) -> bool:
-        """A user token of its own (another resource or scope than the sign-in's), obtained
-        with the session's refresh token (RFC 8707 §2.2) and kept in the session record."""
-        return self.policy in ("user", "user_or_none") and bool(self.resource or self.scope)
+    def user_token(self) -> bool:
+        return self.policy in ("user", "user_or_none")
 
 
 def load_upstreams(environ: Mapping[str, str]) -> dict[str, Upstream]:
@@ -105,6 +103,11 @@ def _upstream(name: str, value: object, problems: list[str]) -> Upstream | None:
         str(resource) if resource is not None else None,
         " ".join(str(scope).split()) if scope is not None else None,
     )
+
+
+def absolute_uri(value: object) -> bool:
+    """RFC 8707 §2: a resource is an absolute URI without a fragment."""
+    return _absolute(value, None)
 
 
 def _absolute(value: object, schemes: tuple[str, ...] | None) -> bool:

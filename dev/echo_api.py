@@ -1,7 +1,9 @@
 """A sample upstream API for the demo and the tests: `gunicorn dev.echo_api:app`.
 
 It trusts nothing from the BFF but the JWT access token, which it checks against the IdP's JWKS
-(issuer ECHO_ISSUER, audience ECHO_AUDIENCE), then echoes who called and what arrived.
+(issuer ECHO_ISSUER, audience ECHO_AUDIENCE: one resource, or several separated by commas, e.g. one
+instance per resource server), then echoes who called (sub, null for a token without one; aud,
+client_id, scope) and what arrived.
 A few paths help the proxy tests: /slow?seconds=N, /bytes/N, /status/N, and /drip/NAME, which
 sends one chunk, then waits for the file echo-release-NAME in the temporary folder before sending the rest (so a
 test can prove the BFF relays bytes as they come, without a clock).
@@ -22,6 +24,7 @@ from joserfc.jwk import KeySet
 
 ISSUER = os.environ.get("ECHO_ISSUER", "http://127.0.0.1:9000/realms/dev")
 AUDIENCE = os.environ.get("ECHO_AUDIENCE", "urn:bff-dev:echo-api")
+AUDIENCES = [audience.strip() for audience in AUDIENCE.split(",") if audience.strip()] or [AUDIENCE]
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 app = Flask(__name__)
@@ -42,7 +45,7 @@ def caller() -> dict | None:
     if scheme.lower() != "bearer" or not token:
         return None
     registry = jwt.JWTClaimsRegistry(
-        iss={"essential": True, "value": ISSUER}, aud={"essential": True, "value": AUDIENCE}, exp={"essential": True}
+        iss={"essential": True, "value": ISSUER}, aud={"essential": True, "values": AUDIENCES}, exp={"essential": True}
     )
     for refresh in (False, True):
         try:
@@ -74,7 +77,10 @@ def echo(path: str) -> Response:
                         headers={"Content-Length": str(size)}, mimetype="application/octet-stream")  # fmt: skip
     body = request.get_data()
     response = jsonify(
-        sub=claims["sub"],
+        sub=claims.get("sub"),
+        aud=claims.get("aud"),
+        client_id=claims.get("client_id"),
+        scope=claims.get("scope"),
         method=request.method,
         path="/" + path,
         query=request.query_string.decode(),

@@ -202,6 +202,8 @@ def start_redis_sentinel(master_port: int, replica_port: int, sentinel_port: int
 DEV_SECRET_KEY = secrets.token_urlsafe(32)
 DEV_TOKEN_ENCRYPTION_KEY = generate_key()
 API_AUDIENCE = "urn:bff-dev:echo-api"
+REPORTS_AUDIENCE = "urn:bff-dev:reports-api"  # the dev IdP's second resource (IDP_REPORTS_AUDIENCE)
+JWT_CLIENT_ID = "bff-dev-jwt"  # the dev IdP's private_key_jwt client (IDP_JWT_CLIENT_ID)
 CLIENT_ID = "bff-dev"
 # The dev IdP's, known to all. Its odd characters prove client authentication encodes them (RFC 6749 §2.3.1).
 CLIENT_SECRET = "dev secret+with/odd%chars:0123456789"  # noqa: S105
@@ -218,6 +220,8 @@ def start_idp(port: int, issuer: str, workdir: Path, bff_urls: list[str], **extr
         "IDP_PORT": str(port),
         "IDP_CLIENT_ID": CLIENT_ID,
         "IDP_CLIENT_SECRET": CLIENT_SECRET,
+        "IDP_JWT_CLIENT_ID": JWT_CLIENT_ID,
+        "IDP_REPORTS_AUDIENCE": REPORTS_AUDIENCE,
         "IDP_REDIRECT_URIS": " ".join(f"{url}/bff/callback" for url in bff_urls),
         "IDP_POST_LOGOUT_REDIRECT_URIS": " ".join(f"{url}/bff/logged-out {url}/" for url in bff_urls),
         **extra_env,
@@ -249,12 +253,14 @@ class IssuedTokens:
         return [r["presented_refresh_token"] for r in self.responses() if r["grant_type"] == "refresh_token"]
 
 
-def start_echo(port: int, issuer: str, workdir: Path) -> Service:
-    """The sample API, checking access tokens from the IdP at `issuer`."""
+def start_echo(port: int, issuer: str, workdir: Path, audience: str = "") -> Service:
+    """The sample API, checking access tokens from the IdP at `issuer` for `audience` (by
+    default the echo API's; REPORTS_AUDIENCE for the second sample resource)."""
     args = [str(VENV_BIN / "gunicorn"), "-c", "/dev/null", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
     args += ["--threads", "16", "--no-control-socket"]  # not the BFF's gunicorn.conf.py: a plain threaded server
-    env = {"ECHO_ISSUER": issuer, "ECHO_AUDIENCE": API_AUDIENCE}
-    service = Service("echo-api", [*args, "dev.echo_api:app"], workdir / "echo-api.log", env)
+    env = {"ECHO_ISSUER": issuer, "ECHO_AUDIENCE": audience or API_AUDIENCE}
+    log = workdir / (f"echo-api-{port}.log" if audience else "echo-api.log")
+    service = Service("echo-api", [*args, "dev.echo_api:app"], log, env)
     service.wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 401)
     return service
 

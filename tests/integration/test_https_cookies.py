@@ -15,7 +15,8 @@ PUBLIC_URL = "https://app.example.com"
 
 @pytest.fixture
 def https_app(stack):
-    return create_app(load_settings(bff_env(PUBLIC_URL, stack.issuer, stack.redis_url)))
+    # Not registered at the IdP, which a pushed authorization request would check at /bff/login.
+    return create_app(load_settings(bff_env(PUBLIC_URL, stack.issuer, stack.redis_url, BFF_OIDC_PAR="never")))
 
 
 @pytest.fixture

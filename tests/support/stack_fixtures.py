@@ -20,6 +20,7 @@ from app.keyspace import SessionRef, record_key
 from dev.agent import Agent
 from dev.stack import (
     BASIC_AUTH,
+    REPORTS_AUDIENCE,
     IssuedTokens,
     Service,
     bff_env,
@@ -51,6 +52,8 @@ class Stack:
     signing_key: RSAKey
     echo_url: str
     spare_port: int
+    jwt_port: int  # where the dev IdP fetches its private_key_jwt client's keys (/bff/jwks)
+    reports_url: str  # the sample API for the second resource (REPORTS_AUDIENCE)
     capture: CaptureUpstream
     hold_dir: Path
     tls_ports: tuple[int, int]  # registered at the IdP as https://localhost:<port>, for tls_fixtures
@@ -108,12 +111,25 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(workdir):
-    names = ("redis", "idp", "bff", "bff_hint", "bff_spare", "echo", "closed", "tls", "tls_python")
+    names = (
+        "redis",
+        "idp",
+        "bff",
+        "bff_hint",
+        "bff_spare",
+        "bff_jwt",
+        "echo",
+        "reports",
+        "closed",
+        "tls",
+        "tls_python",
+    )
     ports = {name: free_port() for name in names}
     issuer = f"http://127.0.0.1:{ports['idp']}/realms/test"
     bff_url = f"http://localhost:{ports['bff']}"
     bff_hint_url = f"http://localhost:{ports['bff_hint']}"
     spare_url = f"http://localhost:{ports['bff_spare']}"  # registered at the IdP for tests' own BFFs
+    jwt_url = f"http://localhost:{ports['bff_jwt']}"  # for tests' BFFs of the private_key_jwt client
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
     tokens_file = workdir / "issued-tokens.jsonl"
     # The IdP signs with a key the tests hold too, so they can forge tokens it would accept.
@@ -130,20 +146,33 @@ def stack(workdir):
                 ports["idp"],
                 issuer,
                 workdir,
-                [bff_url, bff_hint_url, spare_url, *(f"https://localhost:{ports[n]}" for n in ("tls", "tls_python"))],
+                [
+                    bff_url,
+                    bff_hint_url,
+                    spare_url,
+                    jwt_url,
+                    *(f"https://localhost:{ports[n]}" for n in ("tls", "tls_python")),
+                ],
                 IDP_ISSUED_TOKENS_FILE=str(tokens_file),
                 IDP_JWKS_FILE=str(jwks_file),
                 IDP_HOLD_DIR=str(hold_dir),
+                # That client's keys: what a test's BFF on that port publishes at /bff/jwks.
+                IDP_JWT_CLIENT_JWKS_URI=f"{jwt_url}/bff/jwks",
             )
         )
         services.append(start_echo(ports["echo"], issuer, workdir))
         echo_url = f"http://127.0.0.1:{ports['echo']}"
+        services.append(start_echo(ports["reports"], issuer, workdir, audience=REPORTS_AUDIENCE))
+        reports_url = f"http://127.0.0.1:{ports['reports']}"
         upstreams = {
             "echo": echo_url,
             "echo-base": f"{echo_url}/base/path",
             "closed": f"http://127.0.0.1:{ports['closed']}",
             "cap": f"{capture.url}/base",
             "cap-tenant": {"url": f"{capture.url}/tenant", "forward_headers": ["X-Tenant"]},
+            # DESIGN §10's token policies (test_token_policies.py)
+            "cap-public": {"url": f"{capture.url}/public-api", "token": "none"},
+            "cap-maybe": {"url": f"{capture.url}/maybe", "token": "user_or_none"},
         }
         env = bff_env(
             bff_url,
@@ -169,6 +198,8 @@ def stack(workdir):
             signing_key,
             echo_url,
             ports["bff_spare"],
+            ports["bff_jwt"],
+            reports_url,
             capture,
             hold_dir,
             (ports["tls"], ports["tls_python"]),

@@ -172,3 +172,20 @@ def test_a_configuration_the_idp_cannot_accept_names_its_variable_and_sends_noth
             attempt()
         assert raised.value.code == "client_misconfigured" and raised.value.description.startswith(named)
     assert SEEN == []
+
+
+def test_the_sign_in_asks_for_every_resource_and_its_token_for_its_own(make_provider):
+    provider = make_provider(client_secret="s", advertise_par=False, resources=("urn:echo", "urn:reports"))
+    query = parse_qs(urlsplit(provider.authorization_url(state="s", nonce="n", code_verifier="v" * 43)).query)
+    assert query["resource"] == ["urn:echo", "urn:reports"]
+    provider.refresh("rt-1")
+    provider.refresh("rt-2", resource="urn:reports")
+    provider.refresh("rt-3", scope="reports")
+    assert [s["form"].get("resource") for s in SEEN] == [["urn:echo"], ["urn:reports"], None]
+
+
+def test_of_two_keys_the_first_signs(make_provider):
+    other = ECKey.generate_key("P-256", parameters={"kid": "bff-2025"})
+    keys = parse_client_keys(json.dumps({"keys": [EC.as_dict(private=True), other.as_dict(private=True)]}))
+    make_provider(client_keys=keys, advertise_par=False).refresh("rt-1")
+    assert assertion_claims(SEEN[0])["iss"] == "bff"  # verified with the first key, whose kid it names

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from app import sign_in_resources
 from app.config import ConfigError, load_settings
 from app.crypto import generate_key
 from app.redis_client import parse_redis_url
@@ -88,7 +89,8 @@ def test_an_upstream_object_chooses_its_token_policy_resource_and_scope():
         "jobs": {"url": "https://jobs.example.com", "token": "client", "resource": "urn:jobs", "scope": " run  read "},
         "reports": {"url": "https://reports.example.com", "resource": "https://reports.example.com/"},
     }
-    upstreams = load_settings({**BASE, "BFF_API_UPSTREAMS": json.dumps(raw)}).api_upstreams
+    environ = {**BASE, "BFF_API_UPSTREAMS": json.dumps(raw), "BFF_OIDC_RESOURCE": "https://api.example.com"}
+    upstreams = load_settings(environ).api_upstreams
     assert upstreams["plain"].policy == "user" and upstreams["plain"].resource is upstreams["plain"].scope is None
     assert upstreams["public"].policy == "none" and upstreams["maybe"].policy == "user_or_none"
     assert (upstreams["jobs"].policy, upstreams["jobs"].resource, upstreams["jobs"].scope) == (
@@ -96,8 +98,8 @@ def test_an_upstream_object_chooses_its_token_policy_resource_and_scope():
         "urn:jobs",
         "run read",
     )
-    assert upstreams["reports"].resource == "https://reports.example.com/" and upstreams["reports"].own_user_token
-    assert not upstreams["plain"].own_user_token and not upstreams["jobs"].own_user_token
+    assert upstreams["reports"].resource == "https://reports.example.com/" and upstreams["reports"].user_token
+    assert upstreams["maybe"].user_token and not upstreams["jobs"].user_token and not upstreams["public"].user_token
 
 
 @pytest.mark.parametrize(
@@ -312,3 +314,18 @@ def test_invalid_server_setting_is_reported_by_its_variable_name(name, value):
         load_server_settings({name: value})
     assert str(raised.value).startswith(f"{name}: ")
     assert "\n" not in str(raised.value)
+
+
+def test_a_resource_for_user_tokens_needs_the_sign_ins_own_resource_named():
+    upstreams = json.dumps({"reports": {"url": "https://r.example.com", "resource": "urn:reports"}})
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**BASE, "BFF_API_UPSTREAMS": upstreams})
+    assert str(raised.value).startswith("BFF_OIDC_RESOURCE: required when an upstream names a resource") and (
+        "reports" in str(raised.value)
+    )
+    settings = load_settings({**BASE, "BFF_API_UPSTREAMS": upstreams, "BFF_OIDC_RESOURCE": "urn:echo"})
+    assert sign_in_resources(settings) == ("urn:echo", "urn:reports")
+    client_only = json.dumps({"jobs": {"url": "https://j.example.com", "token": "client", "resource": "urn:jobs"}})
+    assert sign_in_resources(load_settings({**BASE, "BFF_API_UPSTREAMS": client_only})) == ()
+    with pytest.raises(ConfigError, match=r"^BFF_OIDC_RESOURCE: must be an absolute URI"):
+        load_settings({**BASE, "BFF_OIDC_RESOURCE": "echo#x"})
