@@ -9,14 +9,18 @@ hook (`AssertionAuth` below).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey, import_key
@@ -32,9 +36,13 @@ class ClientKey:
     key: RSAKey | ECKey
     kid: str
     alg: str
+    # The certificate's thumbprints (RFC 7515 `x5t`, `x5t#S256`), sent in the assertion's header
+    # when known: Entra ID finds a certificate credential by them, not by `kid`.
+    thumbprints: tuple[tuple[str, str], ...] = ()
 
     def public_jwk(self) -> dict[str, Any]:
-        return {**self.key.as_dict(private=False), "kid": self.kid, "alg": self.alg, "use": "sig"}
+        jwk = {**self.key.as_dict(private=False), "kid": self.kid, "alg": self.alg, "use": "sig"}
+        return jwk | dict(self.thumbprints)
 
 
 def parse_client_keys(raw: str) -> tuple[ClientKey, ...]:
@@ -52,8 +60,7 @@ def parse_client_keys(raw: str) -> tuple[ClientKey, ...]:
         jwks = jwks if isinstance(jwks, list) else [jwks]
         keys = [_from_jwk(jwk) for jwk in jwks]
     elif "-----BEGIN" in raw:
-        blocks = ["-----BEGIN" + block for block in raw.split("-----BEGIN")[1:]]
-        keys = [_from_pem(block) for block in blocks]
+        keys = _from_pem_blocks(["-----BEGIN" + block for block in raw.split("-----BEGIN")[1:]])
     else:
         raise ValueError("must be a private JWK, a JWKS, or PEM private keys")
     if not keys:
@@ -71,20 +78,49 @@ def _from_jwk(jwk: object) -> ClientKey:
         key = import_key(jwk)
     except (JoseError, ValueError, TypeError, KeyError):
         raise ValueError(f"a {jwk.get('kty')} JWK could not be read") from None
-    return _checked(key, jwk.get("kid"), jwk.get("alg"))
-
-
-def _from_pem(pem: str) -> ClientKey:
-    for kind in ("RSA", "EC"):
+    thumbprints = tuple((name, jwk[name]) for name in ("x5t", "x5t#S256") if isinstance(jwk.get(name), str))
+    chain = jwk.get("x5c")
+    if not thumbprints and isinstance(chain, list) and chain and isinstance(chain[0], str):
         try:
-            key = import_key(pem.encode(), kind)
-        except (JoseError, ValueError, TypeError):
+            thumbprints = _thumbprints(base64.b64decode(chain[0], validate=True))
+        except ValueError:
+            raise ValueError("a JWK's x5c is not base64") from None
+    return _checked(key, jwk.get("kid"), jwk.get("alg"), thumbprints)
+
+
+def _from_pem_blocks(blocks: list[str]) -> list[ClientKey]:
+    """Private keys, each optionally followed by its certificate (whose thumbprints it then sends)."""
+    keys: list[ClientKey] = []
+    for block in blocks:
+        if block.startswith("-----BEGIN CERTIFICATE-----"):
+            if not keys or keys[-1].thumbprints:
+                raise ValueError("a certificate must follow the private key it certifies")
+            try:
+                der = x509.load_pem_x509_certificate(block.encode()).public_bytes(serialization.Encoding.DER)
+            except ValueError:
+                raise ValueError("a PEM certificate could not be read") from None
+            keys[-1] = replace(keys[-1], thumbprints=_thumbprints(der))
             continue
-        return _checked(key, None, None)
-    raise ValueError("a PEM block is not an RSA or EC private key")
+        for kind in ("RSA", "EC"):
+            try:
+                key = import_key(block.encode(), kind)
+            except (JoseError, ValueError, TypeError):
+                continue
+            keys.append(_checked(key, None, None, ()))
+            break
+        else:
+            raise ValueError("a PEM block is not an RSA or EC private key, nor a certificate")
+    return keys
 
 
-def _checked(key: Any, kid: object, alg: object) -> ClientKey:
+def _thumbprints(der: bytes) -> tuple[tuple[str, str], ...]:
+    def b64(digest: bytes) -> str:
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    return (("x5t", b64(hashlib.sha1(der).digest())), ("x5t#S256", b64(hashlib.sha256(der).digest())))  # noqa: S324 - a thumbprint, as RFC 7515 defines x5t
+
+
+def _checked(key: Any, kid: object, alg: object, thumbprints: tuple[tuple[str, str], ...]) -> ClientKey:
     if not isinstance(key, RSAKey | ECKey) or not key.is_private:
         raise ValueError("each key must be a private key (the BFF signs with it)")
     kty = "RSA" if isinstance(key, RSAKey) else "EC"
@@ -97,7 +133,7 @@ def _checked(key: Any, kid: object, alg: object) -> ClientKey:
         raise ValueError(f"a {kty} key's alg must be one of {', '.join(allowed)}")
     if kid is not None and (not isinstance(kid, str) or not kid):
         raise ValueError("a kid must be a non-empty string")
-    return ClientKey(key, kid or key.thumbprint(), str(alg or allowed[0]))
+    return ClientKey(key, kid or key.thumbprint(), str(alg or allowed[0]), thumbprints)
 
 
 def public_jwks(keys: Iterable[ClientKey]) -> dict[str, Any]:
@@ -117,7 +153,8 @@ def client_assertion(key: ClientKey, client_id: str, audience: str, now: float |
         "nbf": issued,
         "exp": issued + ASSERTION_LIFETIME,
     }
-    return jwt.encode({"alg": key.alg, "kid": key.kid, "typ": "JWT"}, claims, key.key, algorithms=[key.alg])
+    header = {"alg": key.alg, "kid": key.kid, "typ": "JWT", **dict(key.thumbprints)}
+    return jwt.encode(header, claims, key.key, algorithms=[key.alg])
 
 
 class AssertionAuth(PrivateKeyJWT):

@@ -3,9 +3,15 @@ claims, and the method chosen from the configuration and what the IdP advertises
 
 from __future__ import annotations
 
+import base64
+import datetime
+import hashlib
 import json
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 
@@ -114,3 +120,35 @@ def test_a_mismatch_with_the_idp_names_the_variable_to_change(configured, key, a
     with pytest.raises(MethodMismatch) as raised:
         choose_method(configured, has_secret=True, key=key, advertised=advertised, signing_algorithms=algorithms)
     assert str(raised.value).startswith(named)
+
+
+def _self_signed(key) -> bytes:
+    """A certificate for `key`'s public half (what Entra ID registers as a certificate credential)."""
+    private = serialization.load_pem_private_key(key.as_pem(private=True), None)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bff")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(private, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_certificate_after_its_key_puts_its_thumbprints_in_the_header_as_entra_id_needs():
+    certificate = _self_signed(RSA)
+    (client_key,) = parse_client_keys(pem(RSA) + certificate.decode())
+    der = x509.load_pem_x509_certificate(certificate).public_bytes(serialization.Encoding.DER)
+    expected = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    header = jwt.decode(client_assertion(client_key, "bff", TOKEN_ENDPOINT), RSA).header
+    assert header["x5t#S256"] == expected and header["x5t"] and header["kid"] == client_key.kid
+    assert public_jwks([client_key])["keys"][0]["x5t#S256"] == expected
+    from_jwk = parse_client_keys(json.dumps({**RSA.as_dict(private=True), "x5c": [base64.b64encode(der).decode()]}))[0]
+    assert dict(from_jwk.thumbprints)["x5t#S256"] == expected
+    with pytest.raises(ValueError, match="must follow the private key"):
+        parse_client_keys(certificate.decode() + pem(RSA))
