@@ -178,6 +178,8 @@ def test_authz_hands_nginx_the_token_each_policy_chooses(stack, make_bff, make_a
     anonymous_client = authz(agent, name)
     assert anonymous_client.status_code == 204 and anonymous_client.headers["X-BFF-Authorization"].startswith("Bearer ")
     agent.login("nora")
+    # Signed in or not, a client upstream gets the BFF's own token (the one cached), never the user's.
+    assert authz(agent, name).headers["X-BFF-Authorization"] == anonymous_client.headers["X-BFF-Authorization"]
     reports = authz(agent, "reports").headers["X-BFF-Authorization"].removeprefix("Bearer ")
     assert (
         requests.get(f"{stack.reports_url}/x", headers={"Authorization": f"Bearer {reports}"}, timeout=5).json()["sub"]
