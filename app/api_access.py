@@ -32,6 +32,14 @@ def checked_target(name: str, path: str, prefix: str, query: str) -> tuple[Upstr
     return upstream, upstream_url(upstream.url, tail, query)
 
 
+def user_token(upstream: Upstream, sign_in_resource: str | None) -> UserToken:
+    """The sign-in's own token when the upstream asks for nothing else (no scope, and no resource
+    or the sign-in's); otherwise one of its own, for exactly its resource and scope."""
+    if upstream.scope is None and upstream.resource in (None, sign_in_resource):
+        return UserToken()
+    return UserToken(upstream.resource, upstream.scope)
+
+
 def api_token(name: str, upstream: Upstream) -> str | None:
     """The access token `upstream` receives (None: no Authorization header), refreshed or
     fetched first when due."""
@@ -49,6 +57,5 @@ def api_token(name: str, upstream: Upstream) -> str | None:
         session.ref,
         dict(session),
         skew=settings.refresh_skew,
-        # The sign-in's own resource is the sign-in's token; any other resource or a scope, one of its own.
-        which=UserToken(None if upstream.resource == settings.resource else upstream.resource, upstream.scope),
+        which=user_token(upstream, settings.resource),
     )

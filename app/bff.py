@@ -96,7 +96,7 @@ def callback() -> HttpResponse:
         metrics.LOGINS_WITHOUT_REFRESH_TOKEN.inc()
     # Never reuse the pre-login id: a previous session in this browser ends, a new id is drawn.
     session = current_session()
-    signout.end_browser_session(extensions.store(), extensions.provider(), session)
+    signout.end_browser_session(extensions.store(), extensions.provider(), session, successor=signed_in.claims)
     session.sid = new_session_id(signed_in.claims["sub"])
     session.permanent = True
     session.update(
@@ -107,6 +107,7 @@ def callback() -> HttpResponse:
             max_lifetime=settings.session_max_lifetime,
             user_agent=request.user_agent.string or "",
             client_ip=request.remote_addr or "",
+            resources=extensions.provider().sign_in_resources,
         )
     )
     return redirect(signed_in.return_url, code=302)

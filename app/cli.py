@@ -124,14 +124,28 @@ def count_sessions() -> None:
 @click.option("--cert", "certificate", default=NginxOptions.certificate, show_default=True)
 @click.option("--key", "certificate_key", default=NginxOptions.certificate_key, show_default=True)
 @click.option("--mode", type=click.Choice(MODES), default="offload", show_default=True, help="Who proxies /api.")
+@click.option(
+    "--sign-in-rate",
+    type=click.IntRange(min=0),
+    default=NginxOptions.sign_in_rate,
+    show_default=True,
+    help="/bff/login per second per client address (a burst of 4x passes); 0: no limit.",
+)
 @click.option("--output", type=click.Path(dir_okay=False), default="-", help="File to write (mode 600); - for stdout.")
 def nginx_config_command(
-    bff_address: str, listen: int, http_port: int, certificate: str, certificate_key: str, mode: str, output: str
+    bff_address: str,
+    listen: int,
+    http_port: int,
+    certificate: str,
+    certificate_key: str,
+    mode: str,
+    sign_in_rate: int,
+    output: str,
 ) -> None:
     settings = extensions.settings()
     if mode == "offload" and not settings.authz_secret:
         raise click.ClickException("--mode offload needs BFF_AUTHZ_SECRET (nginx sends it to /bff/authz)")
-    options = NginxOptions(bff_address, listen, http_port or None, certificate, certificate_key, mode)
+    options = NginxOptions(bff_address, listen, http_port or None, certificate, certificate_key, mode, sign_in_rate)
     try:
         text = render(settings, options)
     except ValueError as error:

@@ -29,6 +29,7 @@ METHODS = ("auto", "client_secret_basic", "client_secret_post", "private_key_jwt
 KEY_ALGORITHMS = {"RSA": ("RS256", "PS256"), "EC": ("ES256",)}
 ASSERTION_LIFETIME = 60  # seconds: long enough for clock skew, short enough to be useless if captured
 ASSERTION_AUDIENCES = ("token_endpoint", "issuer")
+PUBLIC_MEMBERS = {"RSA": ("kty", "n", "e"), "EC": ("kty", "crv", "x", "y")}  # RFC 7518 §6.2.1, §6.3.1
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ class ClientKey:
     thumbprints: tuple[tuple[str, str], ...] = ()
 
     def public_jwk(self) -> dict[str, Any]:
-        jwk = {**self.key.as_dict(private=False), "kid": self.kid, "alg": self.alg, "use": "sig"}
-        return jwk | dict(self.thumbprints)
+        """Only the public members of its kind, whatever else the configured JWK carried."""
+        public = self.key.as_dict(private=False)
+        jwk = {name: public[name] for name in PUBLIC_MEMBERS["RSA" if isinstance(self.key, RSAKey) else "EC"]}
+        return jwk | {"kid": self.kid, "alg": self.alg, "use": "sig"} | dict(self.thumbprints)
 
 
 def parse_client_keys(raw: str) -> tuple[ClientKey, ...]:

@@ -15,7 +15,8 @@ import time
 
 from . import metrics
 from .crypto import TokenCipher, UnreadableTokens
-from .errors import BffError, IdpUnavailable, TokenRefused
+from .errors import BffError, TokenRefused
+from .idp_requests import token_lifetime
 from .keyspace import client_token_keys
 from .oidc import Provider
 from .redis_client import RedisClient
@@ -24,8 +25,10 @@ from .upstreams import Upstream
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.02
-NO_LIFETIME_TTL = 60  # a token response without `expires_in`: reused for at most this long
+FIRST_POLL_SECONDS = 0.02  # a waiter's first look at Redis; each next one waits twice as long, up to:
+MAX_POLL_SECONDS = 0.5
+NO_LIFETIME_TTL = 60  # a token response without a believable `expires_in`: reused for this long
+MAX_CACHE_SECONDS = 3600  # however long the token lasts, one the IdP revoked is dropped within the hour
 FAILURE_TTL_MS = 2000  # after the IdP refused or failed, callers hear so for this long, without asking it again
 
 
@@ -41,9 +44,13 @@ class ClientTokens:
         """The cached token, or a new one: only the lock's holder asks the IdP; the others wait
         for what it stores (or for its failure, remembered briefly so a flood of calls while
         the IdP refuses becomes one token request every FAILURE_TTL_MS)."""
-        token_key, lock_key, failed_key = client_token_keys(name, upstream.resource, upstream.scope)
+        provider = self.provider
+        token_key, lock_key, failed_key = client_token_keys(
+            provider.issuer, provider.client_id, name, upstream.resource, upstream.scope
+        )
         lease_ms = int((2 * self.provider.timeout + 1) * 1000)  # metadata, then the token request
         deadline = time.monotonic() + lease_ms / 1000 + self.provider.timeout
+        poll = FIRST_POLL_SECONDS
         while True:
             cached = self._cached(token_key, failed_key)
             if cached is not None:
@@ -56,7 +63,8 @@ class ClientTokens:
                     self._release(keys=[lock_key], args=[owner])
             if time.monotonic() > deadline:
                 raise BffError(503, "token_in_progress", "The API's token is being fetched; try again.")
-            time.sleep(POLL_SECONDS)
+            time.sleep(poll)  # backing off: a hanging IdP must not turn waiters into a Redis flood
+            poll = min(poll * 2, MAX_POLL_SECONDS)
 
     def _cached(self, token_key: str, failed_key: str) -> str | None:
         sealed, failed = self.client.mget([token_key, failed_key])
@@ -72,18 +80,16 @@ class ClientTokens:
     def _fetch(self, name: str, upstream: Upstream, token_key: str, failed_key: str) -> str:
         try:
             answer = self.provider.client_credentials(resource=upstream.resource, scope=upstream.scope)
-        except (TokenRefused, IdpUnavailable) as error:
+        except Exception as error:
+            refused = isinstance(error, TokenRefused)
             code = error.idp_error if isinstance(error, TokenRefused) else "idp_unavailable"
-            metrics.CLIENT_TOKENS.labels(
-                name, "refused" if isinstance(error, TokenRefused) else "idp_unavailable"
-            ).inc()
+            metrics.CLIENT_TOKENS.labels(name, "refused" if refused else "idp_unavailable").inc()
             log.warning("upstream %s: no client-credentials token (%s)", name, code)
-            self.client.set(failed_key, code, px=FAILURE_TTL_MS)
+            self.client.set(failed_key, code, px=FAILURE_TTL_MS)  # whatever went wrong: not asked again at once
             raise
         ttl = _cache_seconds(answer.get("expires_in"), self.skew)
-        if ttl > 0:
-            sealed = self.cipher.seal(json.dumps({"access_token": answer["access_token"]}).encode(), token_key.encode())
-            self.client.set(token_key, sealed, ex=ttl)
+        sealed = self.cipher.seal(json.dumps({"access_token": answer["access_token"]}).encode(), token_key.encode())
+        self.client.set(token_key, sealed, ex=ttl)
         metrics.CLIENT_TOKENS.labels(name, "fetched").inc()
         log.info("upstream %s: client-credentials token fetched (cached %d s)", name, ttl)
         return answer["access_token"]
@@ -91,9 +97,11 @@ class ClientTokens:
 
 def _cache_seconds(expires_in: object, skew: int) -> int:
     """Below the token's lifetime by the refresh skew (half its lifetime when that is shorter),
-    so that no cached token expires on its way to the API."""
-    try:
-        lifetime = int(expires_in)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+    so that no cached token expires on its way to the API; at most an hour; at least a second,
+    so that an IdP handing out tokens that expire at once sees one request a second, not one
+    per call."""
+    lifetime = token_lifetime(expires_in)
+    if lifetime is None:
         return NO_LIFETIME_TTL
-    return lifetime - skew if lifetime > 2 * skew else max(0, lifetime // 2)
+    cached = lifetime - skew if lifetime > 2 * skew else lifetime // 2
+    return max(1, min(cached, MAX_CACHE_SECONDS))

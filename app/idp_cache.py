@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from .errors import IdpUnavailable, OidcError
+from .errors import BffError, IdpUnavailable, OidcError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
+SLOT_WAIT = 0.25  # a CallGate caller waits this long for a slot: a burst queues, a hanging IdP does not hold threads
 
 
 class CachedDocument(Generic[T]):
@@ -125,3 +126,51 @@ def _reason(error: BaseException) -> str:
     text = error.description if isinstance(error, OidcError) else type(error).__name__
     cause = error.__cause__ or error.__context__
     return f"{text}: {type(cause).__name__}" if cause is not None else text
+
+
+class CallGate:
+    """Calls to one IdP endpoint that anonymous requests cause (a pushed authorization request
+    per `/bff/login`): at most `limit` in flight per process, so that an IdP that hangs holds
+    few of gunicorn's threads (the rest answer 503 `idp_busy` at once), and after a failure
+    none for a backoff (1 s, doubling to 60 s, reset by a success), so that an IdP that fails
+    or says 429 is not asked again by every sign-in start. A caller waits SLOT_WAIT for a slot,
+    so that a burst of healthy sign-ins queues briefly rather than failing."""
+
+    def __init__(
+        self,
+        what: str,
+        limit: int,
+        *,
+        backoff_initial: float = BACKOFF_INITIAL,
+        backoff_max: float = BACKOFF_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.what = what
+        self._slots = threading.BoundedSemaphore(limit)
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._retry_at = -math.inf
+
+    def call(self, send: Callable[[], T]) -> T:
+        with self._lock:
+            if self._clock() < self._retry_at:
+                raise IdpUnavailable(f"the IdP's {self.what} failed a moment ago")
+        if not self._slots.acquire(timeout=SLOT_WAIT):
+            raise BffError(503, "idp_busy", "Too many sign-ins are starting at once; try again in a moment.")
+        try:
+            result = send()
+        except OidcError:
+            with self._lock:
+                delay = min(self._backoff_initial * 2**self._failures, self._backoff_max)
+                self._failures += 1
+                self._retry_at = self._clock() + delay
+            log.warning("the IdP's %s failed; not asked again for %.0f s", self.what, delay)
+            raise
+        finally:
+            self._slots.release()
+        with self._lock:
+            self._failures, self._retry_at = 0, -math.inf
+        return result

@@ -5,6 +5,7 @@ error code of a refusal, a PAR answer. Pure, so that every IdP's variety is unit
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
@@ -41,6 +42,24 @@ def build_logout_url(
     return add_query(end_session_endpoint, params)
 
 
+MAX_LIFETIME = 366 * 24 * 3600  # a token claimed to last longer than a year is held for a year
+
+
+def token_lifetime(expires_in: object) -> int | None:
+    """A token response's `expires_in` (RFC 6749 §5.1) as whole seconds between 0 (already
+    expired) and a year, or None when there is none or it is not a number (an infinity, a
+    word). Some IdPs send it as a string of digits."""
+    if isinstance(expires_in, str) and expires_in.strip().isdigit() and len(expires_in.strip()) <= 12:
+        value = int(expires_in.strip())
+    elif isinstance(expires_in, int) and not isinstance(expires_in, bool):
+        value = expires_in
+    elif isinstance(expires_in, float) and math.isfinite(expires_in):
+        value = int(expires_in)
+    else:
+        return None
+    return max(0, min(value, MAX_LIFETIME))
+
+
 def token_selection(resource: str | None, scope: str | None) -> dict[str, str]:
     """The token request's RFC 8707 `resource` and `scope`, when set."""
     return {k: v for k, v in (("resource", resource), ("scope", scope)) if v}
@@ -66,6 +85,8 @@ def client_secret_basic(client: Any, method: str, uri: str, headers: dict, body:
 
 def par_request_uri(response: requests.Response) -> str:
     """RFC 9126 §2.2: 201 with `request_uri`; a 4xx is the IdP refusing this sign-in request."""
+    if response.status_code == 429:
+        raise IdpUnavailable("the IdP's pushed authorization request endpoint asks us to slow down (429)")
     if 400 <= response.status_code < 500:
         code = oauth_error_code(response)
         raise OidcError("par_refused", f"The identity provider refused the sign-in request ({code}).", 502)

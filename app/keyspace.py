@@ -97,9 +97,12 @@ def jti_key(issuer: str, jti: str) -> str:
     return f"bff:jti:{{{_short(issuer + ' ' + jti)}}}"
 
 
-def client_token_keys(upstream: str, resource: str | None, scope: str | None) -> tuple[str, str, str]:
-    """The BFF's own (client-credentials) token for one upstream, resource and scope; the lock
-    under which one worker fetches it; and the short-lived mark of a fetch the IdP refused.
+def client_token_keys(
+    issuer: str, client_id: str, upstream: str, resource: str | None, scope: str | None
+) -> tuple[str, str, str]:
+    """The BFF's own (client-credentials) token for one upstream, resource and scope, as this
+    client of this IdP obtains it (BFFs of other clients sharing the Redis never share it); the
+    lock under which one worker fetches it; and the short-lived mark of a fetch the IdP refused.
     One hash tag: the three live in one Cluster slot."""
-    tag = _short(f"{upstream}\n{resource or ''}\n{scope or ''}")
+    tag = _short("\n".join((issuer, client_id, upstream, resource or "", scope or "")))
     return f"bff:client:{{{tag}}}:token", f"bff:client:{{{tag}}}:lock", f"bff:client:{{{tag}}}:failed"

@@ -52,6 +52,9 @@ class NginxOptions:
     certificate: str = "/etc/nginx/tls/bff.crt"
     certificate_key: str = "/etc/nginx/tls/bff.key"
     mode: str = "offload"
+    # Sign-in starts per second per client address (0: no limit), each a pushed authorization
+    # request to the IdP when it offers PAR; a burst of four times as many passes at once.
+    sign_in_rate: int = 5
 
 
 def render(settings: Settings, options: NginxOptions) -> str:
@@ -64,6 +67,13 @@ def render(settings: Settings, options: NginxOptions) -> str:
     ]
     if offload and settings.authz_secret:
         lines.append("# It holds BFF_AUTHZ_SECRET: readable by root and nginx only (chmod 600).")
+    if options.sign_in_rate:
+        lines += [
+            "",
+            "# /bff/login per client address: an anonymous flood must not become as many requests to",
+            "# the IdP (with PAR, each sign-in start is one, made with the client's credentials).",
+            f"limit_req_zone $binary_remote_addr zone=bff_sign_in:10m rate={options.sign_in_rate}r/s;",
+        ]
     lines += [
         "",
         "upstream bff_app {",
@@ -150,6 +160,17 @@ def _server(settings: Settings, options: NginxOptions, host: str, offload: bool)
         "        proxy_pass http://bff_app;",
         "    }",
     ]
+    if options.sign_in_rate:
+        lines += [
+            "",
+            "    location = /bff/login {",
+            f"        limit_req zone=bff_sign_in burst={4 * options.sign_in_rate} nodelay;",
+            "        limit_req_status 429;",
+            "        error_page 429 = @bff_too_many_sign_ins;",
+            "        proxy_pass http://bff_app;",
+            "    }",
+            *_static_error("@bff_too_many_sign_ins", 429, "too_many_requests", "Too many sign-ins; try again shortly."),
+        ]
     if offload and settings.authz_secret:
         lines += [
             "",

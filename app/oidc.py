@@ -24,7 +24,7 @@ from joserfc.jwk import KeySet
 
 from .client_auth import AssertionAuth, ClientKey, MethodMismatch, choose_method
 from .errors import IdpUnavailable, OidcError, RefreshRefused, TokenRefused
-from .idp_cache import BACKOFF_INITIAL, BACKOFF_MAX, CachedDocument
+from .idp_cache import BACKOFF_INITIAL, BACKOFF_MAX, CachedDocument, CallGate
 from .idp_documents import ProviderMetadata, metadata_url, parse_jwks
 from .idp_requests import (
     add_query,
@@ -39,6 +39,7 @@ from .jwt_checks import UnknownKeyId, validate_id_token, validate_logout_token
 log = logging.getLogger(__name__)
 
 METADATA_TTL = 3600
+PAR_IN_FLIGHT = 4  # per process: half of gunicorn's default threads at most wait on a slow PAR endpoint
 JWKS_REFETCH_INTERVAL = 5  # after a refetch for an unknown kid, the next one waits this long
 
 
@@ -77,6 +78,13 @@ class Provider:
         self._resources = resources
         self._sign_in_resource = resources[0] if resources else None
         self._checked: tuple[ProviderMetadata, str | OidcError] | None = None
+        # Every sign-in start, anonymous ones included, pushes one request: bounded and backed off.
+        self._par_gate = CallGate(
+            "pushed authorization request endpoint",
+            PAR_IN_FLIGHT,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
         self.scopes = scopes
         self.redirect_uri = redirect_uri
         self.timeout = timeout
@@ -94,6 +102,11 @@ class Provider:
         self._keys_refreshed_at = -math.inf
 
     # Discovery and keys -------------------------------------------------------------------
+
+    @property
+    def sign_in_resources(self) -> tuple[str, ...]:
+        """The RFC 8707 resources every sign-in asks for (its own first)."""
+        return self._resources
 
     @property
     def metadata(self) -> ProviderMetadata:
@@ -196,8 +209,11 @@ class Provider:
                 return url
         own = set(parse_qsl(urlsplit(endpoint).query, keep_blank_values=True))
         params = [pair for pair in parse_qsl(urlsplit(url).query, keep_blank_values=True) if pair not in own]
-        response = self._authenticated_post(par, params, "pushed authorization request endpoint")
-        return add_query(endpoint, {"client_id": self.client_id, "request_uri": par_request_uri(response)})
+
+        def push() -> str:
+            return par_request_uri(self._authenticated_post(par, params, "pushed authorization request endpoint"))
+
+        return add_query(endpoint, {"client_id": self.client_id, "request_uri": self._par_gate.call(push)})
 
     def exchange_code(self, code: str, code_verifier: str) -> dict[str, Any]:
         """Authorization code → token response. Refusals keep the IdP's error code, not its text."""
@@ -265,8 +281,8 @@ class Provider:
     def refresh(self, refresh_token: str, *, resource: str | None = None, scope: str | None = None) -> dict[str, Any]:
         """Refresh grant (RFC 6749 §6), for the sign-in's own token or for another `resource`
         (RFC 8707 §2.2) or `scope`. For the sign-in's token any 4xx, whatever its body, is
-        `RefreshRefused`; for another resource only `invalid_grant` is (the refresh token is
-        dead), the rest `TokenRefused`. No answer or a 5xx is `IdpUnavailable`, since the session
+        `RefreshRefused`; for another resource or scope all but `invalid_scope` are (the refresh
+        token may be spent), which is `TokenRefused`. No answer or a 5xx is `IdpUnavailable`, since the session
         may still be good."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         selection = (
@@ -275,7 +291,10 @@ class Provider:
         try:
             return self._token_request(form | selection)
         except TokenRefused as refused:
-            if (resource or scope) and refused.idp_error != "invalid_grant":
+            # Strict IdPs spend the refresh token before checking the resource (node oidc-provider
+            # rotates it, then answers invalid_target): only a refused scope, checked first
+            # everywhere, leaves it good. Any other refusal ends the session, as for the sign-in's.
+            if (resource or scope) and refused.idp_error == "invalid_scope":
                 raise
             raise RefreshRefused() from None
 

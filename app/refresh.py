@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from . import metrics
 from .errors import BffError, IdpUnavailable, OidcError, RefreshRefused, TokenRefused
+from .idp_requests import token_lifetime
 from .keyspace import SessionRef
 from .oidc import Provider
 from .sessions import SessionFilter, SessionStore
@@ -24,6 +25,7 @@ from .signout import end_sessions
 log = logging.getLogger(__name__)
 
 REFRESH_POLL_SECONDS = 0.02
+API_REFUSAL_SECONDS = 30  # an API token the IdP refused is not asked for again in this session for this long
 # IdP calls a refresh may make under its lock, each bounded by the IdP timeout: metadata, token,
 # JWKS and a JWKS refetch for a new kid. The lock's lease outlives them all.
 IDP_CALLS_UNDER_LOCK = 4
@@ -153,22 +155,29 @@ def _api_token_locked(
     token = _stored_api_token(store, provider, ref, record, which, skew)
     if token is not None:
         return token
+    if which.resource and which.resource not in (record.get("resources") or ()):
+        # RFC 8707: a refresh may only name a resource the sign-in asked for (an upstream added
+        # since this session began). Asking anyway would be refused, and strict IdPs spend the
+        # refresh token while refusing: the user signs in again instead, and the session stays.
+        raise BffError(401, "signin_required", "Sign in again to use this API (this session did not ask for it).")
     tokens = _usable_tokens(store, provider, ref, record)
     if not tokens.get("refresh_token"):
         # Without offline_access (or an IdP that issues no refresh token) there is nothing to ask with.
         raise TokenRefused("no_refresh_token")
+    apis = dict(tokens.get("apis") or {})
     try:
         fresh = _checked_refresh(provider, tokens["refresh_token"], record, which)
     except IdpUnavailable:
         metrics.REFRESHES.labels("idp_unavailable").inc()
         raise
-    except TokenRefused as refused:  # this API's token only: the session stays
+    except TokenRefused as refused:  # invalid_scope only (oidc.py): this API's token, the session stays
         metrics.REFRESHES.labels("refused").inc()
         log.warning("session %s: the IdP refused a token for an API (%s)", ref.handle, refused.idp_error)
+        apis[which.key] = {"refused": refused.idp_error, "until": int(time.time()) + API_REFUSAL_SECONDS}
+        store.replace_tokens(ref, record, {**tokens, "apis": apis}, owner)  # not asked again for a while
         raise
     except OidcError as error:
         _end_refused(store, provider, ref, error)
-    apis = dict(tokens.get("apis") or {})
     apis[which.key] = {"access_token": fresh["access_token"], "expires_at": _expires_at(fresh.get("expires_in"))}
     updated = {
         **tokens,
@@ -181,12 +190,18 @@ def _api_token_locked(
 
 
 def _checked_refresh(provider: Provider, refresh_token: str, record: dict[str, Any], which: UserToken) -> dict:
-    """A refresh grant whose id token, if the IdP sends one, is checked and names the same user."""
+    """A refresh grant whose id token, if the IdP sends one, is checked and names the same user.
+    Otherwise the refresh token it brought is revoked at once: no session will hold it."""
     fresh = provider.refresh(refresh_token, resource=which.resource, scope=which.scope)
     if fresh.get("id_token"):
-        claims = provider.verify_id_token(fresh["id_token"], nonce=None, access_token=fresh["access_token"])
-        if claims["sub"] != record["sub"]:
-            raise RefreshRefused()
+        try:
+            claims = provider.verify_id_token(fresh["id_token"], nonce=None, access_token=fresh["access_token"])
+            if claims["sub"] != record["sub"]:
+                raise RefreshRefused()
+        except OidcError:
+            if fresh.get("refresh_token"):
+                provider.revoke_refresh_token(fresh["refresh_token"])
+            raise
     return fresh
 
 
@@ -216,7 +231,9 @@ def _stored_api_token(
 ) -> str | None:
     """The session's token for `which`, unless missing or expiring within `skew`."""
     entry = (_usable_tokens(store, provider, ref, record).get("apis") or {}).get(which.key)
-    if not entry or _due(entry.get("expires_at"), skew):
+    if entry and "refused" in entry and entry.get("until", 0) > time.time():
+        raise TokenRefused(entry["refused"])
+    if not entry or "access_token" not in entry or _due(entry.get("expires_at"), skew):
         return None
     return entry["access_token"]
 
@@ -232,10 +249,8 @@ def _usable_tokens(store: SessionStore, provider: Provider, ref: SessionRef, rec
 
 
 def _expires_at(expires_in: Any) -> int | None:
-    try:
-        return int(time.time()) + int(expires_in)
-    except (TypeError, ValueError):
-        return None
+    lifetime = token_lifetime(expires_in)
+    return None if lifetime is None else int(time.time()) + lifetime
 
 
 def _due(expires_at: int | None, skew: int) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from .crypto import TokenCipher, UnreadableTokens
+from .idp_requests import token_lifetime
 from .keyspace import (
     ALL_SESSIONS_KEY,
     CONTINUATION,
@@ -109,6 +110,7 @@ class SessionStore:
         max_lifetime: int,
         user_agent: str,
         client_ip: str,
+        resources: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """What one signed-in browser holds server-side; the tokens sealed, bound to this record."""
         ref = SessionRef.from_session_id(session_id)
@@ -124,6 +126,8 @@ class SessionStore:
             "expires_at": created + max_lifetime,
             "user_agent": user_agent[:256],
             "client_ip": client_ip,
+            # RFC 8707: what the sign-in asked for, all a refresh may later name (refresh.py).
+            "resources": list(resources),
         }
 
     def seal_tokens(self, ref: SessionRef, tokens: dict[str, Any]) -> bytes:
@@ -385,7 +389,5 @@ def _text(value: bytes | str) -> str:
 
 
 def _expiry(expires_in: Any, issued_at: int) -> int | None:
-    try:
-        return issued_at + int(expires_in)
-    except (TypeError, ValueError):
-        return None
+    lifetime = token_lifetime(expires_in)
+    return None if lifetime is None else issued_at + lifetime

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from .crypto import CookieSealer
@@ -43,9 +44,11 @@ class LogOut:
     state: str  # what the IdP must send back to /bff/logged-out
 
 
-def end_sessions(store: SessionStore, provider: Provider, flt: SessionFilter) -> list[EndedSession]:
+def end_sessions(
+    store: SessionStore, provider: Provider, flt: SessionFilter, *, revoke: bool = True
+) -> list[EndedSession]:
     ended = store.remove(flt)
-    refresh_tokens = [s.refresh_token for s in ended if s.refresh_token]
+    refresh_tokens = [s.refresh_token for s in ended if s.refresh_token and revoke]
     if len(refresh_tokens) == 1:
         provider.revoke_refresh_token(refresh_tokens[0])
     elif refresh_tokens:
@@ -56,12 +59,28 @@ def end_sessions(store: SessionStore, provider: Provider, flt: SessionFilter) ->
     return ended
 
 
-def end_browser_session(store: SessionStore, provider: Provider, session: BffSession) -> None:
-    """End the browser's current session, if it has one, and empty it (its cookie then goes)."""
+def end_browser_session(
+    store: SessionStore, provider: Provider, session: BffSession, successor: dict[str, Any] | None = None
+) -> None:
+    """End the browser's current session, if it has one, and empty it (its cookie then goes).
+
+    `successor`: the claims of the sign-in replacing it. When that is the same user in the same
+    IdP session (or the IdP names no session), the old refresh token is deleted, not revoked:
+    IdPs revoke the whole grant with it (node oidc-provider's revokeGrantPolicy, Keycloak's
+    client session), and the new sign-in was issued from that same grant, so revoking would end
+    the new session at its first refresh."""
     if session.signed_in and session.ref is not None:
-        end_sessions(store, provider, SessionFilter(session=session.ref))
+        same_grant = successor is not None and _same_grant(dict(session), successor)
+        end_sessions(store, provider, SessionFilter(session=session.ref), revoke=not same_grant)
         session.ended = True  # so saving the emptied session deletes nothing a second time
     session.clear()
+
+
+def _same_grant(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """The same user, and the same IdP session as far as the IdP says (a missing sid matches)."""
+    if old.get("sub") != new.get("sub"):
+        return False
+    return old.get("sid") is None or new.get("sid") is None or old.get("sid") == new.get("sid")
 
 
 def log_out(

@@ -51,7 +51,11 @@ def load_upstreams(environ: Mapping[str, str]) -> dict[str, Upstream]:
     if not raw:
         return {}
     try:
-        upstreams = json.loads(raw)
+        upstreams = json.loads(raw, object_pairs_hook=_no_repeated_names)
+    except RepeatedName as repeated:
+        raise ConfigError(
+            f"BFF_API_UPSTREAMS: {repeated.name!r} is named twice (the last would silently win)"
+        ) from None
     except ValueError:
         raise ConfigError(f"BFF_API_UPSTREAMS: must be a JSON object such as {EXAMPLE}") from None
     if not isinstance(upstreams, dict):
@@ -66,6 +70,22 @@ def load_upstreams(environ: Mapping[str, str]) -> dict[str, Upstream]:
     if errors:
         raise ConfigError("\n".join(errors))
     return loaded
+
+
+class RepeatedName(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _no_repeated_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """json.loads keeps the last of two equal names: here that would be a silent override."""
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise RepeatedName(name)
+        seen.add(name)
+    return dict(pairs)
 
 
 def _upstream(name: str, value: object, problems: list[str]) -> Upstream | None:

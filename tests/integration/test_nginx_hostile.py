@@ -9,6 +9,7 @@ import contextlib
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -177,3 +178,25 @@ def test_methods_the_python_proxy_refuses_never_reach_the_upstream(stack, tls, b
     offload = browser.request("PROPFIND", f"{tls.url}/api/cap/dav", headers={"X-CSRF": "1"})
     assert (python.status_code, offload.status_code) == (405, 405)
     assert calls(stack, "/base/dav") == []
+
+
+def test_a_flood_of_anonymous_sign_in_starts_is_cut_at_nginx_before_it_reaches_the_idp(tls):
+    """With PAR every /bff/login costs the IdP one authenticated request: nginx lets each client
+    address start 5 sign-ins a second (a burst of 20), and answers the rest 429 in the BFF's
+    JSON, without asking the BFF (red team, issue 14: 100 anonymous logins were 100 PAR calls)."""
+    session = tls.agent()
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: session.get(f"{tls.url}/bff/login", allow_redirects=False), range(60)))
+    elapsed = time.monotonic() - started
+    passed = [a for a in answers if a.status_code == 302]
+    limited = [a for a in answers if a.status_code == 429]
+    assert len(passed) + len(limited) == 60, sorted({(a.status_code, a.text[:80]) for a in answers})
+    assert len(passed) <= 20 + 5 * elapsed + 1, (len(passed), elapsed)
+    assert limited and limited[0].json()["error"] == "too_many_requests"
+    assert limited[0].headers["Cache-Control"] == "no-store"
+    # Wait for the bucket to let one through again (an event, not a fixed pause), for the next tests.
+    deadline = time.monotonic() + 10
+    while session.get(f"{tls.url}/bff/login", allow_redirects=False).status_code == 429:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

@@ -66,7 +66,11 @@ def test_pem_keys_one_after_the_other_and_a_single_jwk_or_list_are_read():
         (json.dumps({"keys": []}), "holds no key"),
         ("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----", "not an RSA or EC private key"),
     ],
-)
+    ids=[
+        "not-a-key", "bad-json", "public", "oct", "P-384", "RSA-1024", "RSA-with-ES256", "alg-none",
+        "shared-kid", "empty-set", "bad-pem",
+    ],
+)  # fmt: skip
 def test_a_key_the_bff_cannot_sign_with_is_refused_saying_why(raw, says):
     with pytest.raises(ValueError, match=says):
         parse_client_keys(raw)
