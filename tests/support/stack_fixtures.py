@@ -4,6 +4,7 @@ API and the BFF under gunicorn, each on a free port, started once per test sessi
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -287,7 +288,7 @@ def make_bff(stack, workdir):
 
     yield make
     for service in reversed(started):
-        service.stop()
+        service.stop(signal.SIGQUIT)  # gunicorn's quick shutdown: the test is over, nothing to drain
 
 
 @pytest.fixture
