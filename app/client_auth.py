@@ -18,12 +18,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey, import_key
+
+from .idp_documents import ProviderMetadata
+from .idp_requests import client_secret_basic
 
 METHODS = ("auto", "client_secret_basic", "client_secret_post", "private_key_jwt")
 KEY_ALGORITHMS = {"RSA": ("RS256", "PS256"), "EC": ("ES256",)}
@@ -171,6 +175,46 @@ class AssertionAuth(PrivateKeyJWT):
 
     def sign(self, auth: Any, token_endpoint: str) -> str:
         return client_assertion(self.key, auth.client_id, token_endpoint)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """The client's authentication and PAR as configured (BFF_OIDC_CLIENT_*, BFF_OIDC_PAR), to
+    be checked against one IdP's metadata and applied to Authlib's session for its requests."""
+
+    method: str = "auto"  # one of METHODS
+    has_secret: bool = True
+    key: ClientKey | None = None  # the one that signs
+    assertion_audience: str = "token_endpoint"
+    par: str = "auto"
+
+    def checked_method(self, metadata: ProviderMetadata) -> str:
+        """The method for this IdP; `MethodMismatch` naming the variable when it cannot work."""
+        method = choose_method(
+            self.method,
+            has_secret=self.has_secret,
+            key=self.key,
+            advertised=metadata.token_auth_methods,
+            signing_algorithms=metadata.token_auth_signing_algorithms,
+        )
+        if self.par == "always" and not metadata.par_endpoint:
+            raise MethodMismatch(
+                "BFF_OIDC_PAR: always, but the IdP advertises no pushed_authorization_request_endpoint"
+            )
+        if self.par == "never" and metadata.par_required:
+            raise MethodMismatch("BFF_OIDC_PAR: never, but the IdP requires pushed authorization requests")
+        return method
+
+    def par_endpoint(self, metadata: ProviderMetadata) -> str | None:
+        return None if self.par == "never" else metadata.par_endpoint
+
+    def register(self, client: OAuth2Session, metadata: ProviderMetadata) -> None:
+        """Our methods, through Authlib's documented hook: client_secret_basic done right, and
+        private_key_jwt with our assertion."""
+        client.register_client_auth_method(("client_secret_basic", client_secret_basic))
+        if self.key is not None:
+            audience = metadata.issuer if self.assertion_audience == "issuer" else metadata.token_endpoint
+            client.register_client_auth_method(AssertionAuth(self.key, audience))
 
 
 class MethodMismatch(ValueError):

@@ -22,14 +22,13 @@ from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from joserfc.jwk import KeySet
 
-from .client_auth import AssertionAuth, ClientKey, MethodMismatch, choose_method
+from .client_auth import ClientConfig, ClientKey, MethodMismatch
 from .errors import IdpUnavailable, OidcError, RefreshRefused, TokenRefused
 from .idp_cache import BACKOFF_INITIAL, BACKOFF_MAX, CachedDocument, CallGate
 from .idp_documents import ProviderMetadata, metadata_url, parse_jwks
 from .idp_requests import (
     add_query,
     build_logout_url,
-    client_secret_basic,
     oauth_error_code,
     par_request_uri,
     token_selection,
@@ -70,10 +69,9 @@ class Provider:
         self.issuer = issuer
         self.client_id = client_id
         self._client_secret = client_secret
-        self._client_key = client_keys[0] if client_keys else None  # the first signs (DESIGN §10)
-        self._client_auth = client_auth
-        self._assertion_audience = assertion_audience
-        self._par = par
+        self._client = ClientConfig(
+            client_auth, bool(client_secret), client_keys[0] if client_keys else None, assertion_audience, par
+        )  # the first key signs (DESIGN §10)
         # RFC 8707: the sign-in's own resource first, then those other upstreams' user tokens need.
         self._resources = resources
         self._sign_in_resource = resources[0] if resources else None
@@ -142,21 +140,13 @@ class Provider:
     # Client authentication and PAR, as configured and as this IdP accepts them --------------
 
     def client_auth_method(self) -> str:
-        """The method for the token, revocation and PAR endpoints (client_auth.choose_method),
-        decided once per metadata document. A configuration the IdP cannot accept is an
-        `OidcError` naming the variable (logged once; /readyz reports it)."""
+        """The method for the token, revocation and PAR endpoints, decided once per metadata
+        document. A configuration the IdP cannot accept is an `OidcError` naming the variable
+        (logged once; /readyz reports it)."""
         metadata = self.metadata
         if self._checked is None or self._checked[0] is not metadata:
             try:
-                method = choose_method(
-                    self._client_auth,
-                    has_secret=bool(self._client_secret),
-                    key=self._client_key,
-                    advertised=metadata.token_auth_methods,
-                    signing_algorithms=metadata.token_auth_signing_algorithms,
-                )
-                self._check_par(metadata)
-                self._checked = (metadata, method)
+                self._checked = (metadata, self._client.checked_method(metadata))
             except MethodMismatch as error:
                 log.error("configuration does not match the IdP: %s", error)
                 self._checked = (metadata, OidcError("client_misconfigured", str(error), 502))
@@ -164,14 +154,6 @@ class Provider:
         if isinstance(outcome, OidcError):
             raise outcome
         return outcome
-
-    def _check_par(self, metadata: ProviderMetadata) -> None:
-        if self._par == "always" and not metadata.par_endpoint:
-            raise MethodMismatch(
-                "BFF_OIDC_PAR: always, but the IdP advertises no pushed_authorization_request_endpoint"
-            )
-        if self._par == "never" and metadata.par_required:
-            raise MethodMismatch("BFF_OIDC_PAR: never, but the IdP requires pushed authorization requests")
 
     def _oauth_client(self, timeout: float) -> OAuth2Session:
         method = self.client_auth_method()
@@ -185,10 +167,7 @@ class Provider:
             revocation_endpoint_auth_method=method,
             default_timeout=timeout,
         )
-        client.register_client_auth_method(("client_secret_basic", client_secret_basic))
-        if self._client_key is not None:
-            audience = self.metadata.issuer if self._assertion_audience == "issuer" else self.metadata.token_endpoint
-            client.register_client_auth_method(AssertionAuth(self._client_key, audience))
+        self._client.register(client, self.metadata)
         return client
 
     # Sign-in --------------------------------------------------------------------------------
@@ -204,7 +183,7 @@ class Provider:
                 endpoint, state=state, code_verifier=code_verifier, nonce=nonce, **extra
             )
             url = add_query(url, [("resource", resource) for resource in self._resources])
-            par = None if self._par == "never" else self.metadata.par_endpoint
+            par = self._client.par_endpoint(self.metadata)
             if not par:
                 return url
         own = set(parse_qsl(urlsplit(endpoint).query, keep_blank_values=True))

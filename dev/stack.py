@@ -29,23 +29,59 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 
 
+_HANDED_OUT: set[int] = set()  # ports this process has given out: never the same one twice
+WORKER_SPAN = 5000  # ports per pytest-xdist worker, below the kernel's ephemeral range
+WORKER_BASE = 12000  # worker N draws from [12000 + 5000 N, 17000 + 5000 N); cluster buses 10000 above
+
+
+def _worker_span() -> tuple[int, int] | None:
+    """Under pytest-xdist, this worker's own range of ports. The suite reserves ports long before
+    a service binds them (nginx's, a test's own BFF): drawn from one kernel pool, a port reserved
+    by one worker could be handed to the other meanwhile. None outside xdist (or beyond two
+    workers, or when the kernel's ephemeral ports start too low): the kernel chooses."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit() or int(worker[2:]) > 1:
+        return None
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        ephemeral_start = int(ranges.read().split()[0])
+    low = WORKER_BASE + int(worker[2:]) * WORKER_SPAN
+    return (low, low + WORKER_SPAN) if low + WORKER_SPAN + 10000 <= ephemeral_start else None
+
+
+def _bindable(port: int) -> bool:
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, never one this process handed out before."""
+    span = _worker_span()
+    while True:
+        if span is None:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        else:
+            port = random.randrange(*span)  # noqa: S311 - not a secret
+            if not _bindable(port):
+                continue
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def free_cluster_port() -> int:
-    """A free port for a cluster node: at most 55535, with its bus port (+10000) free too."""
+    """A free port for a cluster node, with its bus port (+10000) free too (at most 55535)."""
+    span = _worker_span() or (20000, 45536)
     while True:
-        port = random.randint(20000, 55535)  # noqa: S311 - not a secret
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", candidate))
+        port = random.randrange(*span)  # noqa: S311 - not a secret
+        if port not in _HANDED_OUT and _bindable(port) and _bindable(port + 10000):
+            _HANDED_OUT.add(port)
             return port
-        except OSError:
-            continue
 
 
 class Service:
