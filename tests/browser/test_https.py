@@ -15,6 +15,10 @@ from test_spa import sign_in_at_the_idp
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 
+# One process runs these (make test: --dist loadgroup), so that the TLS stack behind nginx and
+# chromium start once per run rather than once per process.
+pytestmark = pytest.mark.xdist_group("nginx-and-browser")
+
 
 def spki_hash(certificate_chain: bytes) -> str:
     leaf = x509.load_pem_x509_certificates(certificate_chain)[0]

@@ -11,6 +11,10 @@ from playwright.sync_api import expect
 
 from dev.stack import free_port
 
+# One process runs these (make test: --dist loadgroup), so that the TLS stack behind nginx and
+# chromium start once per run rather than once per process.
+pytestmark = pytest.mark.xdist_group("nginx-and-browser")
+
 
 def sign_in_at_the_idp(page, steps, username: str) -> None:
     page.get_by_role("button", name="Log in").click()

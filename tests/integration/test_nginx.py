@@ -13,6 +13,10 @@ import time
 import pytest
 from support.tls_fixtures import SECRET, TlsStack
 
+# One process runs these (make test: --dist loadgroup), so that the TLS stack behind nginx and
+# chromium start once per run rather than once per process.
+pytestmark = pytest.mark.xdist_group("nginx-and-browser")
+
 
 @pytest.fixture(scope="module")
 def browser(tls):

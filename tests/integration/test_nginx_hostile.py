@@ -15,7 +15,9 @@ import pytest
 import requests
 from support.capture import _Handler
 
-pytestmark = pytest.mark.usefixtures("stack")
+# One process runs these (make test: --dist loadgroup), so that the TLS stack behind nginx and
+# chromium start once per run rather than once per process.
+pytestmark = [pytest.mark.usefixtures("stack"), pytest.mark.xdist_group("nginx-and-browser")]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,10 @@ from app.sessions import SessionFilter, SessionStore
 from dev import forge
 from dev.stack import DEV_TOKEN_ENCRYPTION_KEY
 
+# One process runs these (make test: --dist loadgroup), so that the Sentinel set and the
+# Cluster start once per run rather than once per process.
+pytestmark = pytest.mark.xdist_group("redis-topologies")
+
 IDLE = 600
 
 

@@ -20,6 +20,10 @@ from dev.agent import Agent
 from dev.forms import is_login_form
 from dev.stack import bff_env, free_port, start_bff, start_redis_sentinel
 
+# One process runs these (make test: --dist loadgroup), so that the Sentinel set and the
+# Cluster start once per run rather than once per process.
+pytestmark = pytest.mark.xdist_group("redis-topologies")
+
 
 @pytest.fixture(scope="module", params=TOPOLOGIES)
 def topology(request, stack, workdir, redis_topologies):
