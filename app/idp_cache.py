@@ -29,6 +29,31 @@ BACKOFF_MAX = 60.0
 SLOT_WAIT = 0.25  # a CallGate caller waits this long for a slot: a burst queues, a hanging IdP does not hold threads
 
 
+class Backoff:
+    """Failures in a row and the time before which nothing is sent: 1 s after the first, doubling
+    to 60 s, reset by a success. Not locked itself: its owner's lock guards it."""
+
+    def __init__(self, initial: float, maximum: float, clock: Callable[[], float]) -> None:
+        self._initial = initial
+        self._maximum = maximum
+        self._clock = clock
+        self._failures = 0
+        self.retry_at = -math.inf
+
+    def waiting(self) -> bool:
+        return self._clock() < self.retry_at
+
+    def failed(self) -> float:
+        """Count a failure; returns the delay it imposes."""
+        self._failures += 1
+        delay = min(self._maximum, self._initial * 2 ** (self._failures - 1))
+        self.retry_at = self._clock() + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self._failures, self.retry_at = 0, -math.inf
+
+
 class CachedDocument(Generic[T]):
     """One document, fetched by `fetch` (which raises on failure) and cached until `get` wants a
     younger one. `wait` bounds how long a caller without a copy waits for another's fetch."""
@@ -46,14 +71,11 @@ class CachedDocument(Generic[T]):
         self.what = what
         self._fetch = fetch
         self._wait = wait
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
         self._clock = clock
         self._lock = threading.Lock()  # guards the fields below, and is never held while fetching
         self._value: T | None = None
         self._fetched_at = -math.inf
-        self._failures = 0  # in a row
-        self._retry_at = -math.inf  # no fetch before this (backoff)
+        self._backoff = Backoff(backoff_initial, backoff_max, clock)  # no fetch before its retry_at
         self._error: OidcError | None = None  # the last failure, for the callers that waited on it
         self._in_flight: threading.Event | None = None  # set when the current fetch is over
 
@@ -63,11 +85,11 @@ class CachedDocument(Generic[T]):
             now = self._clock()
             flight = self._in_flight
             if self._value is not None and (
-                now - self._fetched_at < max_age or flight is not None or now < self._retry_at
+                now - self._fetched_at < max_age or flight is not None or now < self._backoff.retry_at
             ):
                 return self._value  # fresh enough, or another thread is fetching, or backing off
-            if flight is None and now < self._retry_at:
-                wait = math.ceil(self._retry_at - now)
+            if flight is None and now < self._backoff.retry_at:
+                wait = math.ceil(self._backoff.retry_at - now)
                 raise IdpUnavailable(f"the IdP's {self.what} could not be fetched; next attempt in {wait} s")
             mine = flight is None
             if flight is None:
@@ -96,7 +118,8 @@ class CachedDocument(Generic[T]):
         else:
             with self._lock:
                 self._value, self._fetched_at = value, self._clock()
-                self._failures, self._retry_at, self._error = 0, -math.inf, None
+                self._error = None
+                self._backoff.succeeded()
             return value
         finally:
             with self._lock:
@@ -106,9 +129,7 @@ class CachedDocument(Generic[T]):
     def _failed(self, error: Exception) -> T | None:
         """Back off, remember the error for waiters, log it; returns the copy to serve, if any."""
         with self._lock:
-            self._failures += 1
-            delay = min(self._backoff_max, self._backoff_initial * 2 ** (self._failures - 1))
-            self._retry_at = self._clock() + delay
+            delay = self._backoff.failed()
             self._error = error if isinstance(error, OidcError) else None
             stale = self._value
         log.warning(
@@ -147,16 +168,12 @@ class CallGate:
     ) -> None:
         self.what = what
         self._slots = threading.BoundedSemaphore(limit)
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._clock = clock
         self._lock = threading.Lock()
-        self._failures = 0
-        self._retry_at = -math.inf
+        self._backoff = Backoff(backoff_initial, backoff_max, clock)
 
     def call(self, send: Callable[[], T]) -> T:
         with self._lock:
-            if self._clock() < self._retry_at:
+            if self._backoff.waiting():
                 raise IdpUnavailable(f"the IdP's {self.what} failed a moment ago")
         if not self._slots.acquire(timeout=SLOT_WAIT):
             raise BffError(503, "idp_busy", "Too many sign-ins are starting at once; try again in a moment.")
@@ -164,13 +181,11 @@ class CallGate:
             result = send()
         except OidcError:
             with self._lock:
-                delay = min(self._backoff_initial * 2**self._failures, self._backoff_max)
-                self._failures += 1
-                self._retry_at = self._clock() + delay
+                delay = self._backoff.failed()
             log.warning("the IdP's %s failed; not asked again for %.0f s", self.what, delay)
             raise
         finally:
             self._slots.release()
         with self._lock:
-            self._failures, self._retry_at = 0, -math.inf
+            self._backoff.succeeded()
         return result
