@@ -48,8 +48,8 @@ class ClientTokens:
         token_key, lock_key, failed_key = client_token_keys(
             provider.issuer, provider.client_id, name, upstream.resource, upstream.scope
         )
-        lease_ms = int((2 * self.provider.timeout + 1) * 1000)  # metadata, then the token request
-        deadline = time.monotonic() + lease_ms / 1000 + self.provider.timeout
+        lease_ms = int((2 * provider.timeout + 1) * 1000)  # metadata, then the token request
+        deadline = time.monotonic() + lease_ms / 1000 + provider.timeout
         poll = FIRST_POLL_SECONDS
         while True:
             cached = self._cached(token_key, failed_key)
@@ -81,8 +81,8 @@ class ClientTokens:
         try:
             answer = self.provider.client_credentials(resource=upstream.resource, scope=upstream.scope)
         except Exception as error:
-            refused = isinstance(error, TokenRefused)
-            code = error.idp_error if isinstance(error, TokenRefused) else "idp_unavailable"
+            refused = error if isinstance(error, TokenRefused) else None
+            code = refused.idp_error if refused else "idp_unavailable"
             metrics.CLIENT_TOKENS.labels(name, "refused" if refused else "idp_unavailable").inc()
             log.warning("upstream %s: no client-credentials token (%s)", name, code)
             self.client.set(failed_key, code, px=FAILURE_TTL_MS)  # whatever went wrong: not asked again at once

@@ -60,6 +60,12 @@ def token_lifetime(expires_in: object) -> int | None:
     return max(0, min(value, MAX_LIFETIME))
 
 
+def expiry(expires_in: object, issued_at: int) -> int | None:
+    """When a token issued at `issued_at` (Unix seconds) expires, by its `expires_in`; None: unknown."""
+    lifetime = token_lifetime(expires_in)
+    return None if lifetime is None else issued_at + lifetime
+
+
 def token_selection(resource: str | None, scope: str | None) -> dict[str, str]:
     """The token request's RFC 8707 `resource` and `scope`, when set."""
     return {k: v for k, v in (("resource", resource), ("scope", scope)) if v}

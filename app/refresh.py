@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from . import metrics
 from .errors import BffError, IdpUnavailable, OidcError, RefreshRefused, TokenRefused
-from .idp_requests import token_lifetime
+from .idp_requests import expiry
 from .keyspace import SessionRef
 from .oidc import Provider
 from .sessions import SessionFilter, SessionStore
@@ -178,7 +178,10 @@ def _api_token_locked(
         raise
     except OidcError as error:
         _end_refused(store, provider, ref, error)
-    apis[which.key] = {"access_token": fresh["access_token"], "expires_at": _expires_at(fresh.get("expires_in"))}
+    apis[which.key] = {
+        "access_token": fresh["access_token"],
+        "expires_at": expiry(fresh.get("expires_in"), int(time.time())),
+    }
     updated = {
         **tokens,
         "refresh_token": fresh.get("refresh_token") or tokens["refresh_token"],
@@ -246,11 +249,6 @@ def _usable_tokens(store: SessionStore, provider: Provider, ref: SessionRef, rec
         end_sessions(store, provider, SessionFilter(session=ref))
         raise RefreshRefused()
     return tokens
-
-
-def _expires_at(expires_in: Any) -> int | None:
-    lifetime = token_lifetime(expires_in)
-    return None if lifetime is None else int(time.time()) + lifetime
 
 
 def _due(expires_at: int | None, skew: int) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from .crypto import TokenCipher, UnreadableTokens
-from .idp_requests import token_lifetime
+from .idp_requests import expiry
 from .keyspace import (
     ALL_SESSIONS_KEY,
     CONTINUATION,
@@ -121,7 +121,7 @@ class SessionStore:
             "sid": claims.get("sid"),
             "claims": claims,
             "tokens": self.seal_tokens(ref, tokens),
-            "access_expires_at": _expiry(tokens.get("expires_in"), created),
+            "access_expires_at": expiry(tokens.get("expires_in"), created),
             "created_at": created,
             "expires_at": created + max_lifetime,
             "user_agent": user_agent[:256],
@@ -196,7 +196,7 @@ class SessionStore:
         updated = dict(record)
         updated["tokens"] = self.seal_tokens(ref, tokens)
         if "expires_in" in tokens:
-            updated["access_expires_at"] = _expiry(tokens["expires_in"], now())
+            updated["access_expires_at"] = expiry(tokens["expires_in"], now())
         keys = [record_key(ref), refresh_lock_key(ref)]
         return bool(
             self._write_if_owner(keys=keys, args=[lock_owner, self._encoder.encode(updated), self.idle_timeout])
@@ -386,8 +386,3 @@ class SessionStore:
 def _text(value: bytes | str) -> str:
     """redis-py answers bytes (no decode_responses); its types allow str too."""
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _expiry(expires_in: Any, issued_at: int) -> int | None:
-    lifetime = token_lifetime(expires_in)
-    return None if lifetime is None else issued_at + lifetime

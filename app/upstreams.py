@@ -52,10 +52,8 @@ def load_upstreams(environ: Mapping[str, str]) -> dict[str, Upstream]:
         return {}
     try:
         upstreams = json.loads(raw, object_pairs_hook=_no_repeated_names)
-    except RepeatedName as repeated:
-        raise ConfigError(
-            f"BFF_API_UPSTREAMS: {repeated.name!r} is named twice (the last would silently win)"
-        ) from None
+    except ConfigError:
+        raise
     except ValueError:
         raise ConfigError(f"BFF_API_UPSTREAMS: must be a JSON object such as {EXAMPLE}") from None
     if not isinstance(upstreams, dict):
@@ -72,18 +70,12 @@ def load_upstreams(environ: Mapping[str, str]) -> dict[str, Upstream]:
     return loaded
 
 
-class RepeatedName(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
 def _no_repeated_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
     """json.loads keeps the last of two equal names: here that would be a silent override."""
     seen: set[str] = set()
     for name, _ in pairs:
         if name in seen:
-            raise RepeatedName(name)
+            raise ConfigError(f"BFF_API_UPSTREAMS: {name!r} is named twice (the last would silently win)")
         seen.add(name)
     return dict(pairs)
 
