@@ -154,7 +154,9 @@ class CallGate:
     per `/bff/login`): at most `limit` in flight per process, so that an IdP that hangs holds
     few of gunicorn's threads (the rest answer 503 `idp_busy` at once), and after a failure
     none for a backoff (1 s, doubling to 60 s, reset by a success), so that an IdP that fails
-    or says 429 is not asked again by every sign-in start. A caller waits SLOT_WAIT for a slot,
+    or says 429 is not asked again by every sign-in start. A refusal of one request (a 4xx: a
+    `prompt` the IdP does not support) is that browser's answer only: counting it would let one
+    anonymous request deny sign-ins to everyone. A caller waits SLOT_WAIT for a slot,
     so that a burst of healthy sign-ins queues briefly rather than failing."""
 
     def __init__(
@@ -179,7 +181,7 @@ class CallGate:
             raise BffError(503, "idp_busy", "Too many sign-ins are starting at once; try again in a moment.")
         try:
             result = send()
-        except OidcError:
+        except IdpUnavailable:  # no answer, a 5xx, a 429: the IdP's trouble, not this request's
             with self._lock:
                 delay = self._backoff.failed()
             log.warning("the IdP's %s failed; not asked again for %.0f s", self.what, delay)

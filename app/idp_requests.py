@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
@@ -49,7 +50,7 @@ def token_lifetime(expires_in: object) -> int | None:
     """A token response's `expires_in` (RFC 6749 §5.1) as whole seconds between 0 (already
     expired) and a year, or None when there is none or it is not a number (an infinity, a
     word). Some IdPs send it as a string of digits."""
-    if isinstance(expires_in, str) and expires_in.strip().isdigit() and len(expires_in.strip()) <= 12:
+    if isinstance(expires_in, str) and re.fullmatch(r"[0-9]{1,12}", expires_in.strip()):  # not "²"
         value = int(expires_in.strip())
     elif isinstance(expires_in, int) and not isinstance(expires_in, bool):
         value = expires_in

@@ -70,8 +70,8 @@ def render(settings: Settings, options: NginxOptions) -> str:
     if options.sign_in_rate:
         lines += [
             "",
-            "# /bff/login per client address: an anonymous flood must not become as many requests to",
-            "# the IdP (with PAR, each sign-in start is one, made with the client's credentials).",
+            "# /bff/login and /bff/logged-out per client address: an anonymous flood must not become as",
+            "# many requests to the IdP (with PAR, each sign-in start is one, with the client's credentials).",
             f"limit_req_zone $binary_remote_addr zone=bff_sign_in:10m rate={options.sign_in_rate}r/s;",
         ]
     lines += [
@@ -163,7 +163,9 @@ def _server(settings: Settings, options: NginxOptions, host: str, offload: bool)
     if options.sign_in_rate:
         lines += [
             "",
-            "    location = /bff/login {",
+            "    # Sign-in starts, in every spelling the BFF serves (Flask takes a trailing slash, and",
+            "    # %2F arrives decoded), and the returns from logouts, which start a sign-in check.",
+            "    location ~ ^/bff/(login|logged-out)/*$ {",
             f"        limit_req zone=bff_sign_in burst={4 * options.sign_in_rate} nodelay;",
             "        limit_req_status 429;",
             "        error_page 429 = @bff_too_many_sign_ins;",

@@ -77,10 +77,15 @@ def end_browser_session(
 
 
 def _same_grant(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """The same user, and the same IdP session as far as the IdP says (a missing sid matches)."""
+    """The same user in the same IdP session: the same `sid` when both have one; otherwise the
+    same authentication (`auth_time`) when both say, and when neither says, assumed so (revoking
+    a grant the new session shares would end it; an old token left alive dies with its grant)."""
     if old.get("sub") != new.get("sub"):
         return False
-    return old.get("sid") is None or new.get("sid") is None or old.get("sid") == new.get("sid")
+    if old.get("sid") is not None and new.get("sid") is not None:
+        return bool(old["sid"] == new["sid"])
+    old_auth, new_auth = (old.get("claims") or {}).get("auth_time"), new.get("auth_time")
+    return old_auth is None or new_auth is None or old_auth == new_auth
 
 
 def log_out(

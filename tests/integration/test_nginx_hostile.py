@@ -202,3 +202,37 @@ def test_a_flood_of_anonymous_sign_in_starts_is_cut_at_nginx_before_it_reaches_t
     while session.get(f"{tls.url}/bff/login", allow_redirects=False).status_code == 429:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def _status(tls, target: str) -> int:
+    host = tls.url.split("//", 1)[1]
+    sock = raw_tls(tls, f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    return int(data.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["//bff/login", "/bff/%6Cogin", "/bff/login/", "/bff/login%2F", "/bff/login%2f?returnUrl=/x", "/bff/logged-out"],
+)
+def test_no_spelling_of_a_sign_in_start_passes_the_limit(tls, target):
+    """Second red team: Flask serves /bff/login/ (and /bff/login%2F, decoded) as sign-in, and
+    /bff/logged-out starts a sign-in check (one PAR request per anonymous logout round trip);
+    an exact `location = /bff/login` let 60 of 60 through in half a second."""
+    deadline = time.monotonic() + 10
+    while _status(tls, "/bff/login") == 429:  # the previous burst's bucket, refilling
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: _status(tls, target), range(60)))
+    elapsed = time.monotonic() - started
+    limited = answers.count(429)
+    assert 60 - limited <= 20 + 5 * elapsed + 1, (target, sorted(set(answers)), elapsed)
+    deadline = time.monotonic() + 10
+    while _status(tls, "/bff/login") == 429:  # leave the bucket as the next tests expect it
+        assert time.monotonic() < deadline
+        time.sleep(0.2)

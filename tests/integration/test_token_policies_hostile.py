@@ -361,3 +361,33 @@ def test_held_an_odd_request_uri_stays_one_encoded_parameter(stack, make_bff, fa
     query = parse_qs(urlsplit(location).query)
     assert query == {"client_id": [CLIENT_ID], "request_uri": [odd]}
     assert "a" not in start.cookies
+
+
+# Second red team (after the fixes above) -------------------------------------------------------
+def _login(url: str, **params) -> requests.Response:
+    return requests.get(f"{url}/bff/login", params=params, allow_redirects=False, timeout=10)
+
+
+def test_an_unsupported_prompt_from_one_browser_does_not_deny_sign_ins_to_everyone(stack, make_bff):
+    """?prompt=select_account is accepted by login.PROMPT_VALUES; the dev IdP (oidc-provider,
+    prompt_values_supported: none login consent) refuses that PAR with 400 invalid_request.
+    Counted as an IdP failure, it backed the PAR endpoint off for everyone in the process: the
+    next, ordinary sign-in starts answered 502."""
+    bff = make_bff(registered=True)
+    assert _login(bff.url).status_code == 302  # PAR works
+    hostile = _login(bff.url, prompt="select_account")
+    assert hostile.status_code in (400, 502), hostile.text
+    victims = [_login(bff.url).status_code for _ in range(3)]
+    assert victims == [302, 302, 302], f"one hostile request denied sign-ins: {victims}"
+
+
+def test_a_superscript_expires_in_neither_crashes_nor_defeats_the_client_token_cache(stack, make_bff, fake_idp):
+    """token_lifetime: "²".isdigit() is True but int("²") raises: every call was a 500 and a
+    fresh token request."""
+    name = f"cc-{secrets.token_hex(4)}"
+    upstreams = {name: {"url": f"{stack.capture.url}/cc", "token": "client"}}
+    bff = make_bff(issuer=fake_idp.issuer, BFF_API_UPSTREAMS=json.dumps(upstreams))
+    reply = {"access_token": "cc-token", "token_type": "Bearer", "expires_in": "\u00b2"}
+    fake_idp.token_reply = (200, json.dumps(reply).encode())
+    statuses = [requests.get(f"{bff.url}/api/{name}/x", headers=CSRF, timeout=10).status_code for _ in range(10)]
+    assert set(statuses) == {200} and fake_idp.counts.get("token", 0) <= 2, (statuses, fake_idp.counts)

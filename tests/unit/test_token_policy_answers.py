@@ -142,3 +142,21 @@ def test_a_duplicate_upstream_name_is_a_configuration_error():
     raw = '{"orders": "https://orders.example/v1", "orders": {"url": "https://orders.example/v1", "token": "client"}}'
     with pytest.raises(ConfigError):
         load_upstreams({"BFF_API_UPSTREAMS": raw})
+
+
+def test_a_new_authentication_without_sids_is_not_the_same_grant():
+    """signout._same_grant took a missing sid for a match: with an IdP that sends none, a sign-in
+    after a new authentication (a new IdP session, a new grant) never revoked the old token."""
+    from app.signout import _same_grant
+
+    old = {"sub": "alice", "sid": None, "claims": {"sub": "alice", "auth_time": 1_000}}
+    new = {"sub": "alice", "auth_time": 90_000}  # re-authenticated a day later: another IdP session
+    assert not _same_grant(old, new)
+
+
+def test_a_sid_on_one_side_only_is_not_the_same_grant():
+    from app.signout import _same_grant
+
+    old = {"sub": "alice", "sid": "idp-session-1", "claims": {"sub": "alice", "auth_time": 1_000}}
+    new = {"sub": "alice", "auth_time": 90_000}  # the IdP stopped sending sid; a new authentication
+    assert not _same_grant(old, new)
